@@ -1,0 +1,184 @@
+//! The ABI shared by the kernel programs (`agent-ebpf`) and the node agent (`agent`).
+//!
+//! Every type here is `#[repr(C)]` with explicit padding, so that the kernel and user space agree on
+//! layout byte for byte; the tests at the bottom pin sizes and alignments. Enumerations that cross the
+//! boundary have explicit discriminants and are carried as plain integers.
+#![no_std]
+
+/// `AF_INET`, as the kernel numbers it.
+pub const AF_INET: u8 = 2;
+/// `AF_INET6`, as the kernel numbers it.
+pub const AF_INET6: u8 = 10;
+
+/// IP protocol numbers carried in [`FlowKey::protocol`].
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_SCTP: u8 = 132;
+
+/// Capacity of the in-kernel flow table (LRU hash). User space may override it at load time.
+pub const FLOW_MAP_ENTRIES: u32 = 65_536;
+/// Capacity of the table of TCP connects waiting for their outcome, keyed by socket cookie.
+pub const PENDING_CONNECT_ENTRIES: u32 = 16_384;
+/// Ring buffer size in bytes (must be a power of two and a multiple of the page size).
+pub const EVENTS_RING_BYTES: u32 = 1 << 20;
+/// Bytes of a DNS answer copied to user space. Longer answers are cut; user space counts them.
+pub const DNS_CAPTURE_MAX: usize = 1024;
+
+/// Aggregation key of one egress flow: who (cgroup) sent what to where.
+///
+/// Addresses are in network byte order; an IPv4 address lives in the first four bytes of `daddr`
+/// and the rest are zero. `dport` is in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub cgroup_id: u64,
+    pub daddr: [u8; 16],
+    pub dport: u16,
+    pub family: u8,
+    pub protocol: u8,
+    pub _pad: [u8; 4],
+}
+
+/// Aggregated counters of one [`FlowKey`]. Timestamps are `CLOCK_BOOTTIME` nanoseconds.
+///
+/// `count` counts connects (TCP, connected UDP) and datagrams sent (unconnected UDP). The outcome
+/// counters are filled in later, from the socket's state changes, for TCP only.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowValue {
+    pub first_seen_ns: u64,
+    pub last_seen_ns: u64,
+    pub count: u64,
+    pub established: u32,
+    pub refused: u32,
+    pub timed_out: u32,
+    pub _pad: u32,
+}
+
+/// A TCP connect waiting for its outcome, keyed by socket cookie.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingConnect {
+    pub key: FlowKey,
+    /// Non-zero once a RST arrived for the socket while it was in SYN_SENT.
+    pub reset_seen: u32,
+    pub _pad: u32,
+}
+
+/// Discriminant of every ring-buffer event; the first field of each event.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A flow key seen for the first time ([`NewFlowEvent`]).
+    NewFlow = 1,
+    /// A DNS answer delivered to a socket ([`DnsEvent`]).
+    DnsAnswer = 2,
+}
+
+impl EventKind {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::NewFlow),
+            2 => Some(Self::DnsAnswer),
+            _ => None,
+        }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewFlowEvent {
+    /// Always `EventKind::NewFlow as u32`.
+    pub kind: u32,
+    pub _pad: u32,
+    pub key: FlowKey,
+}
+
+/// Transport a DNS answer arrived on. Over TCP the payload starts with the two-byte length prefix.
+pub const DNS_TRANSPORT_UDP: u8 = IPPROTO_UDP;
+pub const DNS_TRANSPORT_TCP: u8 = IPPROTO_TCP;
+
+/// A bounded copy of one DNS answer (the transport payload), attributed to the receiving socket's cgroup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct DnsEvent {
+    /// Always `EventKind::DnsAnswer as u32`.
+    pub kind: u32,
+    /// Length of the payload on the wire; larger than `captured_len` when the copy was cut.
+    pub wire_len: u32,
+    pub cgroup_id: u64,
+    pub captured_len: u16,
+    pub family: u8,
+    pub transport: u8,
+    pub _pad: u32,
+    pub payload: [u8; DNS_CAPTURE_MAX],
+}
+
+/// Indexes of the per-CPU loss counters (`LOSS_COUNTERS` array). Every index is exported as a metric.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A new flow could not be announced: the ring buffer was full.
+    RingFullNewFlow = 0,
+    /// A DNS answer could not be copied: the ring buffer was full.
+    RingFullDns = 1,
+    /// An update of the flow table failed.
+    FlowUpdateFailed = 2,
+    /// Keys inserted into the flow table. With the live entry count this yields LRU evictions.
+    FlowInserted = 3,
+    /// A TCP outcome arrived for a socket whose connect was no longer pending (evicted).
+    OutcomeUnmatched = 4,
+}
+
+/// Number of entries in the loss counter array.
+pub const COUNTER_SLOTS: u32 = 8;
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all of these are `#[repr(C)]`, made only of integers and byte arrays, with explicit
+    // padding fields, so every bit pattern is valid and there are no implicit padding bytes.
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::PendingConnect {}
+    unsafe impl aya::Pod for super::NewFlowEvent {}
+    unsafe impl aya::Pod for super::DnsEvent {}
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn layouts_are_pinned() {
+        assert_eq!(size_of::<FlowKey>(), 32);
+        assert_eq!(align_of::<FlowKey>(), 8);
+        assert_eq!(offset_of!(FlowKey, daddr), 8);
+        assert_eq!(offset_of!(FlowKey, dport), 24);
+        assert_eq!(offset_of!(FlowKey, family), 26);
+        assert_eq!(offset_of!(FlowKey, protocol), 27);
+        assert_eq!(size_of::<FlowValue>(), 40);
+        assert_eq!(size_of::<PendingConnect>(), 40);
+        assert_eq!(size_of::<NewFlowEvent>(), 40);
+        assert_eq!(offset_of!(NewFlowEvent, key), 8);
+        assert_eq!(offset_of!(DnsEvent, cgroup_id), 8);
+        assert_eq!(offset_of!(DnsEvent, captured_len), 16);
+        assert_eq!(offset_of!(DnsEvent, payload), 24);
+        assert_eq!(size_of::<DnsEvent>(), 24 + DNS_CAPTURE_MAX);
+    }
+
+    #[test]
+    fn event_kinds_round_trip() {
+        for k in [EventKind::NewFlow, EventKind::DnsAnswer] {
+            assert_eq!(EventKind::from_u32(k as u32), Some(k));
+        }
+        assert_eq!(EventKind::from_u32(0), None);
+        assert_eq!(EventKind::from_u32(3), None);
+    }
+
+    #[test]
+    fn counters_fit_the_array() {
+        assert!((Counter::OutcomeUnmatched as u32) < COUNTER_SLOTS);
+    }
+}

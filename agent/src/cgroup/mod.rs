@@ -1,0 +1,3 @@
+//! cgroup v2: where the hierarchy is mounted, and which pod a cgroup belongs to.
+
+pub mod mount;

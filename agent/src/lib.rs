@@ -1,0 +1,3 @@
+//! The node agent: kernel programs in, FlowRecords out.
+
+pub mod cgroup;

@@ -1,0 +1,1 @@
+//! Synthesis of least-privilege egress policies from resolved flows.
