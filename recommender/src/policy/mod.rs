@@ -1,1 +1,47 @@
 //! The NetworkPolicy evaluator (full networking.k8s.io/v1 semantics).
+//!
+//! The evaluator knows nothing of files or flows: callers describe one connection as two
+//! [`Endpoint`]s, a port and a protocol, after any Service translation (NetworkPolicy is enforced
+//! after DNAT, so a ClusterIP never reaches here).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use flow_model::Protocol;
+
+/// A container port of a pod, for named-port resolution.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NamedPort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// One end of a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A pod (not hostNetwork): selectable by labels, isolatable by policies in its namespace.
+    Pod {
+        namespace: String,
+        name: String,
+        labels: BTreeMap<String, String>,
+        /// The namespace's labels, including `kubernetes.io/metadata.name`.
+        namespace_labels: BTreeMap<String, String>,
+        /// The pod's IP for this connection's family, matched by ipBlock peers.
+        ip: Option<IpAddr>,
+        /// The pod's container ports, for named ports in rules that select this pod as destination.
+        ports: Vec<NamedPort>,
+    },
+    /// An address that is not a (non-hostNetwork) pod: nodes, hostNetwork pods, the outside world.
+    /// Only ipBlock peers match it and no policy isolates it.
+    Ip(IpAddr),
+}
+
+/// One connection to judge: `from` opens it to `to` on `port`/`protocol` (post-DNAT).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    pub from: Endpoint,
+    pub to: Endpoint,
+    pub port: u16,
+    pub protocol: Protocol,
+}
