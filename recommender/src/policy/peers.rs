@@ -67,7 +67,7 @@ impl Peer {
         context: &str,
         problems: &mut Vec<String>,
     ) -> Peer {
-        let mut invalid = |msg: String| {
+        let invalid = |problems: &mut Vec<String>, msg: String| {
             problems.push(format!("{context}: {msg} (the peer matches nothing)"));
             Peer(PeerMatch::Invalid)
         };
@@ -75,21 +75,35 @@ impl Peer {
             (Some(block), None, None) => {
                 let cidr = match parse_cidr(&block.cidr) {
                     Ok(c) => c,
-                    Err(e) => return invalid(e),
+                    Err(e) => return invalid(problems, e),
                 };
                 let mut except = Vec::new();
                 for e in block.except.iter().flatten() {
-                    match parse_cidr(e) {
-                        // An except outside the cidr (or of the other family) is rejected by
-                        // validation; it could never subtract anything, so keeping it is harmless.
-                        Ok(n) => except.push(n),
-                        Err(e) => return invalid(e),
+                    let n = match parse_cidr(e) {
+                        Ok(n) => n,
+                        Err(e) => return invalid(problems, e),
+                    };
+                    // Validation wants a strict subset of cidr. One that is not still subtracts
+                    // exactly what it covers (never more than the block), so it is kept, and
+                    // reported because the API server would have refused the policy.
+                    if !(cidr.contains(&n) && n.prefix_len() > cidr.prefix_len()) {
+                        problems.push(format!(
+                            "{context}: except {e:?} is not a strict subset of cidr {:?}",
+                            block.cidr
+                        ));
                     }
+                    except.push(n);
                 }
                 Peer(PeerMatch::IpBlock { cidr, except })
             }
-            (Some(_), _, _) => invalid("ipBlock together with a pod or namespace selector".into()),
-            (None, None, None) => invalid("no podSelector, namespaceSelector or ipBlock".into()),
+            (Some(_), _, _) => invalid(
+                problems,
+                "ipBlock together with a pod or namespace selector".into(),
+            ),
+            (None, None, None) => invalid(
+                problems,
+                "no podSelector, namespaceSelector or ipBlock".into(),
+            ),
             (None, ns, pods) => {
                 let namespaces = match ns {
                     None => Namespaces::Own(policy_namespace.to_string()),
@@ -210,6 +224,8 @@ mod tests {
             "{ipBlock: {cidr: 10.0.0.0/8}, podSelector: {}}",
             "ipBlock: {cidr: 10.0.0.0}",
             "ipBlock: {cidr: 10.0.0.0/8, except: [nope]}",
+            "ipBlock: {cidr: 11.0.0.0/8, except: [10.0.0.0/8]}",
+            "ipBlock: {cidr: 10.0.0.0/8, except: [10.0.0.0/8]}",
         ] {
             let (p, problems) = peer(yaml);
             assert_eq!(problems.len(), 1, "{yaml}: {problems:?}");
