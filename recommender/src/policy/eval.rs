@@ -182,13 +182,26 @@ enum Outcome {
     Denied,
 }
 
+/// The policies of one namespace, indexed so that [`PolicySet::allows`] need not try every
+/// podSelector: a recommendation has one policy per workload, often hundreds in a namespace, and
+/// only the one or two that select the pod matter.
+#[derive(Clone, Debug, Default)]
+struct NamespaceIndex {
+    /// All of them, a contiguous slice of the sorted `policies` (for explanations, in order).
+    all: Range<usize>,
+    /// Policies whose podSelector requires some label, by that label's key and value: a pod
+    /// without the label cannot be selected by them.
+    by_label: HashMap<String, HashMap<String, Vec<usize>>>,
+    /// The others (`{}`, expressions only): always candidates.
+    unkeyed: Vec<usize>,
+}
+
 /// A set of NetworkPolicies compiled for repeated evaluation. Build it once, evaluate many flows.
 #[derive(Clone, Debug, Default)]
 pub struct PolicySet {
     /// Sorted by `namespace/name`, so that verdicts do not depend on the input order.
     policies: Vec<CompiledPolicy>,
-    /// Namespace → its contiguous slice of `policies`.
-    by_namespace: HashMap<String, Range<usize>>,
+    by_namespace: HashMap<String, NamespaceIndex>,
     problems: Vec<String>,
 }
 
@@ -218,12 +231,23 @@ impl PolicySet {
                 ));
             }
         }
-        let mut by_namespace: HashMap<String, Range<usize>> = HashMap::new();
-        for (i, (ns, _)) in keyed.iter().enumerate() {
-            by_namespace
-                .entry(ns.clone())
-                .and_modify(|r| r.end = i + 1)
-                .or_insert(i..i + 1);
+        let mut by_namespace: HashMap<String, NamespaceIndex> = HashMap::new();
+        for (i, (ns, policy)) in keyed.iter().enumerate() {
+            let index = by_namespace.entry(ns.clone()).or_insert(NamespaceIndex {
+                all: i..i,
+                ..Default::default()
+            });
+            index.all.end = i + 1;
+            match policy.pod_selector.required_label() {
+                Some((key, value)) => index
+                    .by_label
+                    .entry(key.to_string())
+                    .or_default()
+                    .entry(value.to_string())
+                    .or_default()
+                    .push(i),
+                None => index.unkeyed.push(i),
+            }
         }
         PolicySet {
             policies: keyed.into_iter().map(|(_, p)| p).collect(),
@@ -245,10 +269,54 @@ impl PolicySet {
         self.policies.is_empty()
     }
 
-    /// Whether `conn` is allowed; the same answer as `evaluate(conn).allowed`, without allocating.
+    /// Whether `conn` is allowed; the same answer as `evaluate(conn).allowed`, without allocating
+    /// and trying only the policies whose required label the pod carries.
     pub fn allows(&self, conn: &Connection) -> bool {
-        self.outcome(Direction::Egress, conn) != Outcome::Denied
-            && self.outcome(Direction::Ingress, conn) != Outcome::Denied
+        self.direction_allows(Direction::Egress, conn)
+            && self.direction_allows(Direction::Ingress, conn)
+    }
+
+    /// Whether `direction` allows `conn`, by any allowing rule (in no particular order, unlike
+    /// [`outcome`](Self::outcome), which finds the first one for explanations).
+    fn direction_allows(&self, direction: Direction, conn: &Connection) -> bool {
+        let (subject, other) = match direction {
+            Direction::Egress => (&conn.from, &conn.to),
+            Direction::Ingress => (&conn.to, &conn.from),
+        };
+        let Endpoint::Pod {
+            namespace, labels, ..
+        } = subject
+        else {
+            return true;
+        };
+        let Some(index) = self.by_namespace.get(namespace.as_str()) else {
+            return true;
+        };
+        let mut isolated = false;
+        // True when policy `i` selects the subject and one of its rules allows the connection.
+        let mut allows = |i: usize| {
+            let policy = &self.policies[i];
+            let Some(rules) = policy.rules(direction) else {
+                return false;
+            };
+            if !policy.pod_selector.matches(labels) {
+                return false;
+            }
+            isolated = true;
+            rules
+                .iter()
+                .any(|r| r.allows(other, &conn.to, conn).is_some())
+        };
+        if index.unkeyed.iter().any(|&i| allows(i)) {
+            return true;
+        }
+        for (key, by_value) in &index.by_label {
+            let candidates = labels.get(key).and_then(|v| by_value.get(v.as_str()));
+            if candidates.is_some_and(|ids| ids.iter().any(|&i| allows(i))) {
+                return true;
+            }
+        }
+        !isolated
     }
 
     /// The verdict for `conn`, with the reason for each direction.
@@ -286,7 +354,9 @@ impl PolicySet {
             Endpoint::Pod {
                 namespace, labels, ..
             } => (
-                self.by_namespace.get(namespace.as_str()).cloned(),
+                self.by_namespace
+                    .get(namespace.as_str())
+                    .map(|ix| ix.all.clone()),
                 Some(labels),
             ),
             // No policy isolates an address that is not a pod.

@@ -154,6 +154,20 @@ impl Selector {
         !self.invalid && self.requirements.is_empty()
     }
 
+    /// A `(key, value)` label that every object this selector matches carries, if the selector has
+    /// one (a `matchLabels` entry or a one-value `In`): lets a caller index selectors by label.
+    pub fn required_label(&self) -> Option<(&str, &str)> {
+        if self.invalid {
+            return None;
+        }
+        self.requirements
+            .iter()
+            .find_map(|r| match (r.operator, r.values.as_slice()) {
+                (Operator::In, [value]) => Some((r.key.as_str(), value.as_str())),
+                _ => None,
+            })
+    }
+
     pub fn matches(&self, labels: &impl Labels) -> bool {
         !self.invalid && self.requirements.iter().all(|r| r.matches(labels))
     }
@@ -189,6 +203,15 @@ mod tests {
         assert!(sel("{}").matches(&labels(&[])));
         assert!(sel("{}").matches(&labels(&[("a", "b")])));
         assert!(sel("{}").is_everything());
+        assert_eq!(sel("{}").required_label(), None);
+    }
+
+    #[test]
+    fn required_label_is_a_necessary_label() {
+        let s = sel("matchExpressions: [{key: a, operator: NotIn, values: [x]}, {key: b, operator: In, values: [y]}]");
+        assert_eq!(s.required_label(), Some(("b", "y")));
+        let s = sel("matchExpressions: [{key: b, operator: In, values: [y, z]}]");
+        assert_eq!(s.required_label(), None);
     }
 
     #[test]
