@@ -107,6 +107,20 @@ fn ingress_denial_is_explained_first() {
 }
 
 #[test]
+fn both_denials_are_explained() {
+    let v = evaluate(
+        &all(&[SHOP_DENY_ALL_EGRESS, DB_DENY_INGRESS]),
+        &Connection::new(web(), postgres(), 5432, TCP),
+    );
+    assert_eq!(
+        v.to_string(),
+        "denied: egress of shop/web is isolated by shop/default-deny-all-egress and no rule allows \
+         TCP 5432 to db/postgres-0; ingress of db/postgres-0 is isolated by db/deny-ingress and no \
+         rule allows TCP 5432 from shop/web"
+    );
+}
+
+#[test]
 fn address_ends_are_worded_as_not_pods() {
     let v = evaluate(
         &all(&[WEB_EGRESS]),
