@@ -1,9 +1,6 @@
 //! The evaluator at recommendation scale: one policy per workload (hundreds in a namespace), a
 //! default-deny with DNS, and many flows. Checks that the indexed fast path (`allows`) agrees with
-//! the explaining path (`evaluate`); the ignored test times a million flows
-//! (`cargo test -p recommender --test policy_scale -- --ignored --nocapture`).
-
-use std::time::Instant;
+//! the explaining path (`evaluate`). Timing at scale is a benchmark (see BENCHMARKS.md), not a test.
 
 use flow_model::Protocol;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -112,23 +109,4 @@ fn fast_path_agrees_with_explanations_at_scale() {
     }
     // Kinds 0, 2, 4 and half of 3 are allowed; kind 1 and the other half of 3 are not.
     assert_eq!(allowed, 3_500);
-}
-
-#[test]
-#[ignore = "timing; run on demand"]
-fn a_million_flows() {
-    let set = PolicySet::new(&recommendation());
-    let flows = flows(10_000);
-    let start = Instant::now();
-    let mut allowed = 0usize;
-    for _ in 0..100 {
-        allowed += flows.iter().filter(|c| set.allows(c)).count();
-    }
-    let elapsed = start.elapsed();
-    eprintln!(
-        "1,000,000 flows against {} policies: {allowed} allowed in {elapsed:?} ({:?}/flow)",
-        set.len(),
-        elapsed / 1_000_000
-    );
-    assert_eq!(allowed, 700_000);
 }
