@@ -75,14 +75,13 @@ fn inspect(skb: *mut __sk_buff) {
 /// Parses the IPv4 or IPv6 header; `None` for anything but a first fragment of TCP or UDP.
 #[inline(always)]
 fn network(data: usize, data_end: usize) -> Option<L4> {
-    if data + 1 > data_end {
+    // Every IP header is at least 20 bytes. (A 1-byte check would be compiled to `data >=
+    // data_end`, from which the verifier learns no packet range.)
+    if data + 20 > data_end {
         return None;
     }
     let version = unsafe { *(data as *const u8) } >> 4;
     if version == 4 {
-        if data + 20 > data_end {
-            return None;
-        }
         let ihl = (unsafe { *(data as *const u8) } & 0x0f) as usize * 4;
         let protocol = unsafe { *((data + 9) as *const u8) };
         // Non-first fragments carry no transport header.
@@ -170,16 +169,16 @@ fn capture_dns(skb: *mut __sk_buff, l4: &L4, payload_off: usize) {
     entry.submit(0);
 }
 
-/// Returns `n` (already `<= DNS_CAPTURE_MAX`) in a form the verifier can bound: a mask and the
-/// two checks right before the helper call bound the same register the helper receives.
+/// Returns `n` (in `1..=DNS_CAPTURE_MAX`) in a form the verifier can bound for the helper's
+/// length argument, which must be non-zero and at most the space left in the event.
+///
+/// LLVM knows the range already and drops plain clamps, so the verifier (which lost it on the
+/// subtraction) saw `[0, 1023]` and refused a possibly zero-sized read. A volatile read hides the
+/// value from LLVM; `((v - 1) & (MAX - 1)) + 1` is the identity on `1..=MAX` and is provably in
+/// that range for any `v` (MAX is a power of two).
 #[inline(always)]
 fn bounded_len(n: usize) -> usize {
-    let v = n & (2 * DNS_CAPTURE_MAX - 1);
-    if v > DNS_CAPTURE_MAX {
-        return DNS_CAPTURE_MAX;
-    }
-    if v == 0 {
-        return 1;
-    }
-    v
+    const _: () = assert!(DNS_CAPTURE_MAX.is_power_of_two());
+    let v = unsafe { core::ptr::read_volatile(&n) };
+    (v.wrapping_sub(1) & (DNS_CAPTURE_MAX - 1)) + 1
 }

@@ -1,0 +1,468 @@
+//! Root tests of the kernel probes against real traffic.
+//!
+//! Each test builds its own world: a network namespace with a veth pair (198.18.0.1/24 and
+//! fd00:e5::1/64), a cgroup named the way the kubelet's systemd driver names a pod's container,
+//! servers inside the namespace (in the test's own cgroup), and a client process moved into the
+//! pod cgroup before it runs. Every address used belongs to that namespace. A guard removes it
+//! all, also when an assertion fails. Several tests attach their own probes at once, which also
+//! checks that multi-attach works.
+
+use std::{
+    collections::BTreeMap,
+    ffi::CString,
+    io::{BufRead as _, BufReader},
+    net::{Ipv4Addr, Ipv6Addr},
+    os::unix::{fs::MetadataExt as _, process::CommandExt as _},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use agent::kernel::{DnsAnswer, Error, KernelEvent, Probes};
+use agent_common::{
+    Counter, FlowKey, FlowValue, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP,
+};
+
+const V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xe5, 0, 0, 0, 0, 0, 1);
+
+/// Servers: a dual-stack listener (8080), a listener whose accept queue is full after one
+/// connection (8082, so the next SYN is dropped: a timeout), and DNS over UDP and TCP on port 53.
+const SERVERS: &str = r#"
+import socket, struct, sys, threading
+V4 = sys.argv[1]
+def answer(q):
+    # Canned answer: same id and question, one A record 198.18.0.10.
+    qid = q[:2]
+    question = q[12:]
+    rr = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([198, 18, 0, 10])
+    return qid + b"\x81\x80" + struct.pack(">HHHH", 1, 1, 0, 0) + question + rr
+conns = []
+def accept_forever(s):
+    while True:
+        c, _ = s.accept()
+        conns.append(c)
+l = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+l.bind(("::", 8080)); l.listen(64)
+threading.Thread(target=accept_forever, args=(l,), daemon=True).start()
+full = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+full.bind((V4, 8082)); full.listen(0)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((V4, 53))
+def udp_dns():
+    while True:
+        q, peer = u.recvfrom(2048)
+        u.sendto(answer(q), peer)
+threading.Thread(target=udp_dns, daemon=True).start()
+t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind((V4, 53)); t.listen(8)
+def tcp_dns():
+    while True:
+        c, _ = t.accept()
+        n = struct.unpack(">H", c.recv(2))[0]
+        q = b""
+        while len(q) < n:
+            q += c.recv(n - len(q))
+        a = answer(q)
+        c.sendall(struct.pack(">H", len(a)) + a)
+        c.close()
+threading.Thread(target=tcp_dns, daemon=True).start()
+print("ready", flush=True)
+sys.stdin.read()
+"#;
+
+/// The pod's traffic. Prints one line per step so that the test can check what the application saw.
+const CLIENT: &str = r#"
+import socket, struct, sys
+V4, V6, what = sys.argv[1], sys.argv[2], sys.argv[3]
+def tcp(family, addr, port, timeout=5.0):
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((addr, port))
+        return s, "established"
+    except ConnectionRefusedError:
+        s.close(); return None, "refused"
+    except socket.timeout:
+        s.close(); return None, "timeout"
+query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x03api\x07example\x04test\x00" + struct.pack(">HH", 1, 1)
+if what == "flows":
+    keep = []
+    for _ in range(2):
+        s, r = tcp(socket.AF_INET, V4, 8080); print("8080", r); keep.append(s)
+    s, r = tcp(socket.AF_INET6, V6, 8080); print("v6-8080", r); keep.append(s)
+    s, r = tcp(socket.AF_INET6, "::ffff:" + V4, 8080); print("mapped-8080", r); keep.append(s)
+    s, r = tcp(socket.AF_INET, V4, 8081); print("8081", r)
+    s, r = tcp(socket.AF_INET, V4, 8082); print("8082a", r); keep.append(s)
+    s, r = tcp(socket.AF_INET, V4, 8082, timeout=1.0); print("8082b", r)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.sendto(b"x", (V4, 9999)); u.sendto(b"y", (V4, 9999)); print("9999 sent")
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.connect((V4, 9998)); c.send(b"z"); c.send(b"z"); print("9998 sent")
+    for s in keep:
+        if s: s.close()
+elif what == "dns":
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(5.0)
+    u.sendto(query, (V4, 53))
+    a, _ = u.recvfrom(2048)
+    print("udp", a.hex())
+    s, r = tcp(socket.AF_INET, V4, 53)
+    s.sendall(struct.pack(">H", len(query)) + query)
+    buf = b""
+    while True:
+        d = s.recv(4096)
+        if not d: break
+        buf += d
+    s.close()
+    print("tcp", buf.hex())
+"#;
+
+/// Everything a test created; removed on drop, in reverse order, ignoring what is already gone.
+struct World {
+    netns: String,
+    /// cgroup directories created by the test, outermost first.
+    cgroups: Vec<PathBuf>,
+    servers: Option<Child>,
+}
+
+impl World {
+    fn new(tag: &str) -> World {
+        let id = format!("{}{}", std::process::id(), tag);
+        let mut world = World {
+            netns: format!("er-k-{id}"),
+            cgroups: Vec::new(),
+            servers: None,
+        };
+        // Clean up leftovers of an earlier run with the same pid (the guard may have been killed).
+        let _ = Command::new("ip").args(["netns", "del", &world.netns]).output();
+        run("ip", &["netns", "add", &world.netns]);
+        let ns = world.netns.clone();
+        run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
+        // No dummy driver on the build machines: a veth pair with both ends inside the namespace.
+        run("ip", &["-n", &ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
+        run("ip", &["-n", &ns, "addr", "add", "198.18.0.1/24", "dev", "d0"]);
+        run("ip", &["-n", &ns, "-6", "addr", "add", "fd00:e5::1/64", "dev", "d0", "nodad"]);
+        run("ip", &["-n", &ns, "link", "set", "d0", "up"]);
+        run("ip", &["-n", &ns, "link", "set", "d1", "up"]);
+
+        // A kubelet-style (systemd driver, containerd) pod cgroup, under a per-test top directory
+        // so that parallel tests never remove each other's parents.
+        let root = agent::cgroup::mount::find_cgroup2_root().expect("cgroup2 root");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let uid = format!(
+            "{:08x}_{:04x}_4000_8000_{:012x}",
+            std::process::id(),
+            tag.len(),
+            nanos & 0xffff_ffff_ffff
+        );
+        let container = format!("{:032x}{:032x}", nanos, std::process::id());
+        let mut dir = root.join(format!("er-k-{id}.slice"));
+        for part in [
+            "kubepods.slice".to_string(),
+            "kubepods-besteffort.slice".to_string(),
+            format!("kubepods-besteffort-pod{uid}.slice"),
+            format!("cri-containerd-{container}.scope"),
+        ] {
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            world.cgroups.push(dir.clone());
+            dir = dir.join(part);
+        }
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        world.cgroups.push(dir);
+        world
+    }
+
+    fn pod_cgroup(&self) -> &Path {
+        self.cgroups.last().unwrap()
+    }
+
+    /// The cgroup id the kernel reports: the inode number of the cgroup v2 directory.
+    fn pod_cgroup_id(&self) -> u64 {
+        std::fs::metadata(self.pod_cgroup()).unwrap().ino()
+    }
+
+    fn start_servers(&mut self) {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "python3", "-c", SERVERS])
+            .arg(V4.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn servers");
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        self.servers = Some(child);
+        assert_eq!(line.trim(), "ready", "servers did not start");
+    }
+
+    /// Runs the client inside the netns, in the pod cgroup from its first instruction on.
+    fn run_client(&self, what: &str) -> BTreeMap<String, String> {
+        let procs = CString::new(
+            self.pod_cgroup()
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, "python3", "-c", CLIENT])
+            .args([V4.to_string(), V6.to_string(), what.to_string()]);
+        // SAFETY: only async-signal-safe calls between fork and exec. Writing "0" to cgroup.procs
+        // moves the writing process itself.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+        let out = cmd.output().expect("run client");
+        assert!(
+            out.status.success(),
+            "client failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.servers.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+        for dir in self.cgroups.iter().rev() {
+            // A cgroup is removable once its last process has been reaped; retry briefly.
+            for _ in 0..50 {
+                match std::fs::remove_dir(dir) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn attach() -> Probes {
+    let root = agent::cgroup::mount::find_cgroup2_root().expect("cgroup2 root");
+    Probes::attach(&root).unwrap_or_else(|e| panic!("attach: {e}"))
+}
+
+fn key(cgroup_id: u64, family: u8, addr: &[u8], dport: u16, protocol: u8) -> FlowKey {
+    let mut daddr = [0u8; 16];
+    daddr[..addr.len()].copy_from_slice(addr);
+    FlowKey {
+        cgroup_id,
+        daddr,
+        dport,
+        family,
+        protocol,
+        _pad: [0; 4],
+    }
+}
+
+fn flows_of(probes: &Probes, cgroup_id: u64) -> BTreeMap<(u8, [u8; 16], u16, u8), FlowValue> {
+    probes
+        .flow_table()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.cgroup_id == cgroup_id)
+        .map(|(k, v)| ((k.family, k.daddr, k.dport, k.protocol), v))
+        .collect()
+}
+
+/// Collects events until `done` holds for the ones seen so far, or panics after 10 s.
+async fn collect_until(
+    reader: &mut agent::kernel::EventReader,
+    mut done: impl FnMut(&[KernelEvent]) -> bool,
+) -> Vec<KernelEvent> {
+    let mut all = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done(&all) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut batch = Vec::new();
+        match tokio::time::timeout(left, reader.next_batch(&mut batch)).await {
+            Ok(r) => r.unwrap(),
+            Err(_) => panic!("events did not arrive in time; seen: {all:?}"),
+        }
+        all.extend(batch);
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_and_tcp_outcomes_are_attributed_to_the_pod_cgroup() {
+    let mut probes = attach();
+    let mut reader = probes.take_events().unwrap();
+    assert!(matches!(probes.take_events(), Err(Error::EventsTaken)));
+    let mut world = World::new("f");
+    world.start_servers();
+    let cg = world.pod_cgroup_id();
+
+    let seen = world.run_client("flows");
+    // What the application saw, to be sure the scenario itself went as planned.
+    assert_eq!(seen["8080"], "established");
+    assert_eq!(seen["v6-8080"], "established");
+    assert_eq!(seen["mapped-8080"], "established");
+    assert_eq!(seen["8081"], "refused");
+    assert_eq!(seen["8082a"], "established");
+    assert_eq!(seen["8082b"], "timeout");
+
+    let v4 = V4.octets();
+    let v6 = V6.octets();
+    let expected: BTreeMap<_, _> = [
+        // Two IPv4 connects and one through an IPv4-mapped IPv6 address, recorded as IPv4.
+        ((AF_INET, v4.as_slice(), 8080, IPPROTO_TCP), (3, 3, 0, 0)),
+        ((AF_INET6, v6.as_slice(), 8080, IPPROTO_TCP), (1, 1, 0, 0)),
+        ((AF_INET, v4.as_slice(), 8081, IPPROTO_TCP), (1, 0, 1, 0)),
+        ((AF_INET, v4.as_slice(), 8082, IPPROTO_TCP), (2, 1, 0, 1)),
+        // Unconnected UDP counts datagrams; connected UDP counts connects.
+        ((AF_INET, v4.as_slice(), 9999, IPPROTO_UDP), (2, 0, 0, 0)),
+        ((AF_INET, v4.as_slice(), 9998, IPPROTO_UDP), (1, 0, 0, 0)),
+    ]
+    .into_iter()
+    .map(|((f, a, p, proto), counts)| {
+        let k = key(cg, f, a, p, proto);
+        ((k.family, k.daddr, k.dport, k.protocol), counts)
+    })
+    .collect();
+
+    let flows = flows_of(&probes, cg);
+    let got: BTreeMap<_, _> = flows
+        .iter()
+        .map(|(k, v)| (*k, (v.count, v.established, v.refused, v.timed_out)))
+        .collect();
+    assert_eq!(got, expected, "flow table of the pod cgroup");
+    for v in flows.values() {
+        assert!(v.first_seen_ns > 0 && v.first_seen_ns <= v.last_seen_ns, "{v:?}");
+    }
+
+    // Every key is announced once on the ring buffer.
+    let want: Vec<FlowKey> = expected
+        .keys()
+        .map(|(f, a, p, proto)| FlowKey {
+            cgroup_id: cg,
+            daddr: *a,
+            dport: *p,
+            family: *f,
+            protocol: *proto,
+            _pad: [0; 4],
+        })
+        .collect();
+    let events = collect_until(&mut reader, |evs| {
+        want.iter()
+            .all(|k| evs.contains(&KernelEvent::NewFlow(*k)))
+    })
+    .await;
+    let ours = events
+        .iter()
+        .filter(|e| matches!(e, KernelEvent::NewFlow(k) if k.cgroup_id == cg))
+        .count();
+    assert_eq!(ours, want.len(), "one announcement per new key: {events:?}");
+
+    let counters = probes.counters().unwrap();
+    assert!(counters[Counter::FlowInserted as usize] >= want.len() as u64);
+    assert_eq!(counters[Counter::RingFullNewFlow as usize], 0);
+    assert_eq!(counters[Counter::FlowUpdateFailed as usize], 0);
+    assert_eq!(reader.malformed(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_answers_are_captured_for_the_receiving_socket() {
+    let mut probes = attach();
+    let mut reader = probes.take_events().unwrap();
+    let mut world = World::new("d");
+    world.start_servers();
+    let cg = world.pod_cgroup_id();
+
+    let seen = world.run_client("dns");
+    let udp_answer = hex(&seen["udp"]);
+    let tcp_answer = hex(&seen["tcp"]);
+    assert_eq!(&udp_answer[..4], &[0x12, 0x34, 0x81, 0x80]);
+
+    let dns_of_pod = |evs: &[KernelEvent]| -> Vec<DnsAnswer> {
+        evs.iter()
+            .filter_map(|e| match e {
+                KernelEvent::Dns(d) if d.cgroup_id == cg => Some(d.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let events = collect_until(&mut reader, |evs| dns_of_pod(evs).len() >= 2).await;
+    let answers = dns_of_pod(&events);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    let udp = answers
+        .iter()
+        .find(|d| d.transport == IPPROTO_UDP)
+        .expect("a UDP answer");
+    assert_eq!(udp.family, AF_INET);
+    assert_eq!(udp.payload, udp_answer);
+    assert_eq!(udp.wire_len as usize, udp_answer.len());
+    // Over TCP the payload is the stream segment: the length prefix, then the message.
+    let tcp = answers
+        .iter()
+        .find(|d| d.transport == IPPROTO_TCP)
+        .expect("a TCP answer");
+    assert_eq!(tcp.payload, tcp_answer);
+    assert_eq!(tcp.wire_len as usize, tcp_answer.len());
+    assert_eq!(&tcp.payload[2..], udp_answer.as_slice());
+
+    // The queries themselves are flows of the pod: UDP 53 (sendto) and TCP 53 (connect).
+    let flows = flows_of(&probes, cg);
+    let mut daddr = [0u8; 16];
+    daddr[..4].copy_from_slice(&V4.octets());
+    assert_eq!(flows.len(), 2, "{flows:?}");
+    assert_eq!(flows[&(AF_INET, daddr, 53, IPPROTO_UDP)].count, 1);
+    assert_eq!(flows[&(AF_INET, daddr, 53, IPPROTO_TCP)].established, 1);
+    assert_eq!(probes.counters().unwrap()[Counter::RingFullDns as usize], 0);
+}
+
+#[test]
+fn attaching_to_a_directory_that_is_not_cgroup2_says_so() {
+    let err = Probes::attach(Path::new("/tmp")).unwrap_err();
+    assert!(matches!(err, Error::NoCgroup2(_)), "{err}");
+    assert!(err.to_string().contains("cgroup v2"), "{err}");
+}
+
+#[test]
+fn events_need_a_runtime() {
+    let mut probes = attach();
+    assert!(matches!(probes.take_events(), Err(Error::NoRuntime)));
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
