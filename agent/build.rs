@@ -60,7 +60,10 @@ fn ensure_bpf_linker(workspace: &Path) -> anyhow::Result<()> {
     let target_dir = env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace.join("target"));
-    let candidates = [target_dir.join("tools/bin"), workspace.join("target/tools/bin")];
+    let candidates = [
+        target_dir.join("tools/bin"),
+        workspace.join("target/tools/bin"),
+    ];
     println!(
         "cargo:rerun-if-changed={}",
         candidates[0].join("bpf-linker").display()

@@ -61,7 +61,7 @@ pub fn record_flow(key: &FlowKey) {
         count: 1,
         ..FlowValue::default()
     };
-    match FLOWS.insert(key, &value, BPF_NOEXIST as u64) {
+    match FLOWS.insert(key, value, BPF_NOEXIST as u64) {
         Ok(()) => {
             count(Counter::FlowInserted);
             announce(key);

@@ -59,7 +59,7 @@ fn on_connect(ctx: &SockAddrContext, key: &FlowKey) {
             _pad: 0,
         };
         // A failure only loses the outcome, which the sock_ops side counts as OutcomeUnmatched.
-        let _ = PENDING.insert(&cookie, &pending, 0);
+        let _ = PENDING.insert(cookie, pending, 0);
     }
 }
 

@@ -37,11 +37,10 @@ pub fn tcp_outcome(ctx: SockOpsContext) -> u32 {
             // The outcome is known: stop the per-state callbacks for the rest of the connection.
             let _ = ctx.set_cb_flags((ctx.cb_flags() & !BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
         }
-        BPF_SOCK_OPS_STATE_CB => {
-            // SYN_SENT -> ESTABLISHED is handled by ACTIVE_ESTABLISHED_CB above.
-            if ctx.arg(0) == BPF_TCP_SYN_SENT && ctx.arg(1) == BPF_TCP_CLOSE {
-                resolve_failure(&ctx);
-            }
+        // SYN_SENT -> ESTABLISHED is handled by ACTIVE_ESTABLISHED_CB above; only a close from
+        // SYN_SENT is an outcome here.
+        BPF_SOCK_OPS_STATE_CB if ctx.arg(0) == BPF_TCP_SYN_SENT && ctx.arg(1) == BPF_TCP_CLOSE => {
+            resolve_failure(&ctx);
         }
         _ => {}
     }
@@ -79,7 +78,7 @@ fn finish(cookie: u64, p: *const PendingConnect, outcome: Outcome) {
     // Copy the key to the stack: the pending entry is deleted below and the map needs a stack key.
     let key = unsafe { (*p).key };
     let _ = PENDING.remove(cookie);
-    let Some(v) = FLOWS.get_ptr_mut(&key) else {
+    let Some(v) = FLOWS.get_ptr_mut(key) else {
         // The flow was evicted between connect and outcome.
         count(Counter::OutcomeUnmatched);
         return;

@@ -19,9 +19,7 @@ use std::{
 };
 
 use agent::kernel::{DnsAnswer, Error, KernelEvent, Probes};
-use agent_common::{
-    Counter, FlowKey, FlowValue, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP,
-};
+use agent_common::{Counter, FlowKey, FlowValue, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 
 const V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 const V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xe5, 0, 0, 0, 0, 0, 1);
@@ -139,14 +137,37 @@ impl World {
             servers: None,
         };
         // Clean up leftovers of an earlier run with the same pid (the guard may have been killed).
-        let _ = Command::new("ip").args(["netns", "del", &world.netns]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &world.netns])
+            .output();
         run("ip", &["netns", "add", &world.netns]);
         let ns = world.netns.clone();
         run("ip", &["-n", &ns, "link", "set", "lo", "up"]);
         // No dummy driver on the build machines: a veth pair with both ends inside the namespace.
-        run("ip", &["-n", &ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1"]);
-        run("ip", &["-n", &ns, "addr", "add", "198.18.0.1/24", "dev", "d0"]);
-        run("ip", &["-n", &ns, "-6", "addr", "add", "fd00:e5::1/64", "dev", "d0", "nodad"]);
+        run(
+            "ip",
+            &[
+                "-n", &ns, "link", "add", "d0", "type", "veth", "peer", "name", "d1",
+            ],
+        );
+        run(
+            "ip",
+            &["-n", &ns, "addr", "add", "198.18.0.1/24", "dev", "d0"],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &ns,
+                "-6",
+                "addr",
+                "add",
+                "fd00:e5::1/64",
+                "dev",
+                "d0",
+                "nodad",
+            ],
+        );
         run("ip", &["-n", &ns, "link", "set", "d0", "up"]);
         run("ip", &["-n", &ns, "link", "set", "d1", "up"]);
 
@@ -250,7 +271,9 @@ impl Drop for World {
             let _ = s.kill();
             let _ = s.wait();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.netns])
+            .output();
         for dir in self.cgroups.iter().rev() {
             // A cgroup is removable once its last process has been reaped; retry briefly.
             for _ in 0..50 {
@@ -365,7 +388,10 @@ async fn flows_and_tcp_outcomes_are_attributed_to_the_pod_cgroup() {
         .collect();
     assert_eq!(got, expected, "flow table of the pod cgroup");
     for v in flows.values() {
-        assert!(v.first_seen_ns > 0 && v.first_seen_ns <= v.last_seen_ns, "{v:?}");
+        assert!(
+            v.first_seen_ns > 0 && v.first_seen_ns <= v.last_seen_ns,
+            "{v:?}"
+        );
     }
 
     // Every key is announced once on the ring buffer.
@@ -381,8 +407,7 @@ async fn flows_and_tcp_outcomes_are_attributed_to_the_pod_cgroup() {
         })
         .collect();
     let events = collect_until(&mut reader, |evs| {
-        want.iter()
-            .all(|k| evs.contains(&KernelEvent::NewFlow(*k)))
+        want.iter().all(|k| evs.contains(&KernelEvent::NewFlow(*k)))
     })
     .await;
     let ours = events

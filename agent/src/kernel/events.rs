@@ -159,7 +159,10 @@ mod tests {
         let Some(KernelEvent::Dns(d)) = decode(&bytes) else {
             panic!("not decoded")
         };
-        assert_eq!((d.cgroup_id, d.wire_len, d.family, d.transport), (42, 3000, AF_INET, IPPROTO_UDP));
+        assert_eq!(
+            (d.cgroup_id, d.wire_len, d.family, d.transport),
+            (42, 3000, AF_INET, IPPROTO_UDP)
+        );
         assert_eq!(d.payload, b"hello");
         // A lying captured_len is cut to the record.
         bytes[16..18].copy_from_slice(&u16::MAX.to_ne_bytes());

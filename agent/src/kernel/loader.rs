@@ -53,30 +53,55 @@ impl Probes {
         let mode = attach_mode();
 
         for name in SOCK_ADDR {
-            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?
-                .try_into()
-                .map_err(|source| Error::Verify { program: name, source })?;
-            prog.load()
-                .map_err(|source| Error::Verify { program: name, source })?;
-            prog.attach(&cgroup, mode)
-                .map_err(|source| Error::Attach { program: name, source })?;
+            let prog: &mut CgroupSockAddr =
+                program(&mut ebpf, name)?
+                    .try_into()
+                    .map_err(|source| Error::Verify {
+                        program: name,
+                        source,
+                    })?;
+            prog.load().map_err(|source| Error::Verify {
+                program: name,
+                source,
+            })?;
+            prog.attach(&cgroup, mode).map_err(|source| Error::Attach {
+                program: name,
+                source,
+            })?;
         }
 
-        let skb: &mut CgroupSkb = program(&mut ebpf, SKB_INGRESS)?
-            .try_into()
-            .map_err(|source| Error::Verify { program: SKB_INGRESS, source })?;
-        skb.load()
-            .map_err(|source| Error::Verify { program: SKB_INGRESS, source })?;
+        let skb: &mut CgroupSkb =
+            program(&mut ebpf, SKB_INGRESS)?
+                .try_into()
+                .map_err(|source| Error::Verify {
+                    program: SKB_INGRESS,
+                    source,
+                })?;
+        skb.load().map_err(|source| Error::Verify {
+            program: SKB_INGRESS,
+            source,
+        })?;
         skb.attach(&cgroup, CgroupSkbAttachType::Ingress, mode)
-            .map_err(|source| Error::Attach { program: SKB_INGRESS, source })?;
+            .map_err(|source| Error::Attach {
+                program: SKB_INGRESS,
+                source,
+            })?;
 
-        let ops: &mut SockOps = program(&mut ebpf, SOCK_OPS)?
-            .try_into()
-            .map_err(|source| Error::Verify { program: SOCK_OPS, source })?;
-        ops.load()
-            .map_err(|source| Error::Verify { program: SOCK_OPS, source })?;
-        ops.attach(&cgroup, mode)
-            .map_err(|source| Error::Attach { program: SOCK_OPS, source })?;
+        let ops: &mut SockOps =
+            program(&mut ebpf, SOCK_OPS)?
+                .try_into()
+                .map_err(|source| Error::Verify {
+                    program: SOCK_OPS,
+                    source,
+                })?;
+        ops.load().map_err(|source| Error::Verify {
+            program: SOCK_OPS,
+            source,
+        })?;
+        ops.attach(&cgroup, mode).map_err(|source| Error::Attach {
+            program: SOCK_OPS,
+            source,
+        })?;
 
         Ok(Probes {
             ebpf,
@@ -182,7 +207,10 @@ fn is_cgroup2(path: &Path) -> bool {
     // SAFETY: `c` is a valid NUL-terminated path and `st` is large enough for statfs.
     let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
     // SAFETY: statfs filled it on success.
-    rc == 0 && unsafe { st.assume_init() }.f_type as i64 == CGROUP2_SUPER_MAGIC
+    // `f_type`'s integer type differs between architectures, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
+    let is_cg2 = rc == 0 && unsafe { st.assume_init() }.f_type as i64 == CGROUP2_SUPER_MAGIC;
+    is_cg2
 }
 
 #[cfg(test)]

@@ -23,7 +23,9 @@ pub enum Error {
     NoCgroup2(#[source] std::io::Error),
     #[error("loading the eBPF object failed: {}", chain(.0))]
     Load(#[source] aya::EbpfError),
-    #[error("the eBPF object has no {0} (agent built without its kernel programs? see AYA_BUILD_SKIP)")]
+    #[error(
+        "the eBPF object has no {0} (agent built without its kernel programs? see AYA_BUILD_SKIP)"
+    )]
     Missing(&'static str),
     #[error("the kernel rejected program {program}: {}", chain(.source))]
     Verify {
