@@ -492,3 +492,62 @@ fn hex(s: &str) -> Vec<u8> {
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
 }
+
+/// Number of programs attached to the cgroup `dir` for `attach_type` (BPF_PROG_QUERY).
+fn attached(dir: &Path, attach_type: u32) -> u32 {
+    // The `query` member of `union bpf_attr`: target_fd, attach_type, query_flags, attach_flags,
+    // prog_ids (u64), prog_cnt, then fields this query leaves zero.
+    #[repr(C)]
+    #[derive(Default)]
+    struct Query {
+        target_fd: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        prog_cnt: u32,
+        _rest: [u32; 9],
+    }
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    let dir = std::fs::File::open(dir).unwrap();
+    let mut q = Query {
+        target_fd: std::os::fd::AsRawFd::as_raw_fd(&dir) as u32,
+        attach_type,
+        ..Query::default()
+    };
+    // SAFETY: `q` is a valid, zero-padded prefix of bpf_attr, and the kernel writes only prog_cnt
+    // and attach_flags when prog_ids is null.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_QUERY,
+            &mut q as *mut Query,
+            size_of::<Query>() as u32,
+        )
+    };
+    assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
+    q.prog_cnt
+}
+
+#[test]
+fn several_probes_attach_at_once_and_drop_detaches_them() {
+    // A cgroup of this test's own is the attach point, so that parallel tests do not count.
+    let world = World::new("a");
+    let dir = world.pod_cgroup().to_path_buf();
+    // BPF_CGROUP_INET_INGRESS, BPF_CGROUP_SOCK_OPS, INET4_CONNECT, INET6_CONNECT, UDP4_SENDMSG,
+    // UDP6_SENDMSG.
+    let types = [0u32, 3, 10, 11, 14, 15];
+    let counts = |n: u32| types.iter().all(|t| attached(&dir, *t) == n);
+    assert!(counts(0));
+    let first = Probes::attach(&dir).unwrap();
+    assert!(counts(1));
+    let second = Probes::attach(&dir).unwrap();
+    assert!(
+        counts(2),
+        "a second agent must be able to attach beside the first"
+    );
+    drop(first);
+    assert!(counts(1));
+    drop(second);
+    assert!(counts(0), "dropping the probes must detach every program");
+}
