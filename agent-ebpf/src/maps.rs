@@ -8,7 +8,7 @@ use agent_common::{
     EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, PENDING_CONNECT_ENTRIES,
 };
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_boot_ns,
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -100,9 +100,27 @@ fn announce(key: &FlowKey) {
                 _pad: 0,
                 key: *key,
             });
-            entry.submit(0);
+            entry.submit(submit_flags());
         }
         None => count(Counter::RingFullNewFlow),
+    }
+}
+
+/// Unread bytes in the ring buffer above which a submit wakes the reader.
+const WAKEUP_BYTES: u64 = (EVENTS_RING_BYTES / 8) as u64;
+
+/// Wake-up policy of every submit: batch.
+///
+/// A wake-up costs an irq_work and a reader wake-up: measured at about 8 us per DNS answer on the
+/// build VM, 100 times the packet fast path. So records are submitted without a wake-up, and the
+/// reader polls on a short timer (see `agent/src/kernel/events.rs`); only a buffer filling up (an
+/// eighth of its size unread) forces a wake-up, so that bursts are drained before they overflow.
+#[inline(always)]
+pub fn submit_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
     }
 }
 

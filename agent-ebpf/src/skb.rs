@@ -15,7 +15,7 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 
-use crate::maps::{count, EVENTS, PENDING};
+use crate::maps::{count, submit_flags, EVENTS, PENDING};
 
 const ALLOW: i32 = 1;
 const DNS_PORT: u16 = 53;
@@ -166,7 +166,7 @@ fn capture_dns(skb: *mut __sk_buff, l4: &L4, payload_off: usize) {
         (*ev).transport = l4.protocol;
         (*ev)._pad = 0;
     }
-    entry.submit(0);
+    entry.submit(submit_flags());
 }
 
 /// Returns `n` (in `1..=DNS_CAPTURE_MAX`) in a form the verifier can bound for the helper's

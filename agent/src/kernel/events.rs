@@ -1,5 +1,7 @@
 //! The ring buffer: new flow keys and DNS answers, decoded into [`KernelEvent`]s.
 
+use std::time::Duration;
+
 use agent_common::{DnsEvent, EventKind, FlowKey, NewFlowEvent, DNS_CAPTURE_MAX};
 use aya::maps::{Map, MapData, RingBuf};
 use tokio::io::unix::AsyncFd;
@@ -28,6 +30,9 @@ pub struct DnsAnswer {
     pub wire_len: u32,
     pub payload: Vec<u8>,
 }
+
+/// Longest delay between an event and its delivery when the ring buffer is not filling up.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Reads the ring buffer from a tokio task.
 pub struct EventReader {
@@ -69,10 +74,14 @@ impl EventReader {
             if out.len() > before {
                 return Ok(());
             }
-            // Clear readiness before the next drain so that a record submitted in between wakes
-            // us again instead of being noticed only with the one after it.
-            let mut guard = self.fd.readable_mut().await.map_err(Error::Io)?;
-            guard.clear_ready();
+            // The programs submit without waking the reader unless the buffer fills up (a wake-up
+            // costs the kernel more than the record itself), so poll on a short timer as well.
+            // Readiness is cleared before the next drain so that a forced wake-up arriving in
+            // between is not lost.
+            match tokio::time::timeout(POLL_INTERVAL, self.fd.readable_mut()).await {
+                Ok(guard) => guard.map_err(Error::Io)?.clear_ready(),
+                Err(_elapsed) => {}
+            }
         }
     }
 

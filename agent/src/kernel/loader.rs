@@ -19,6 +19,15 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 const SKB_INGRESS: &str = "ingress";
 const SOCK_OPS: &str = "tcp_outcome";
+/// Every program, for statistics.
+pub(super) const PROGRAMS: [&str; 6] = [
+    SOCK_ADDR[0],
+    SOCK_ADDR[1],
+    SOCK_ADDR[2],
+    SOCK_ADDR[3],
+    SKB_INGRESS,
+    SOCK_OPS,
+];
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
@@ -119,6 +128,12 @@ impl Probes {
     /// Loss counters summed over CPUs, indexed by agent_common::Counter.
     pub fn counters(&self) -> Result<[u64; agent_common::COUNTER_SLOTS as usize], Error> {
         maps::counters(&self.ebpf)
+    }
+
+    /// Per-program verifier size and run statistics (run counts need
+    /// [`enable_run_time_stats`](super::enable_run_time_stats) or the `kernel.bpf_stats_enabled` sysctl).
+    pub fn program_stats(&self) -> Result<Vec<super::ProgramStats>, Error> {
+        super::stats::program_stats(&self.ebpf)
     }
 
     /// Takes the ring-buffer reader (once); Err if already taken.

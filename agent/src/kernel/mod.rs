@@ -8,9 +8,11 @@
 mod events;
 mod loader;
 mod maps;
+mod stats;
 
-pub use events::{DnsAnswer, EventReader, KernelEvent};
+pub use events::{DnsAnswer, EventReader, KernelEvent, POLL_INTERVAL};
 pub use loader::Probes;
+pub use stats::{enable_run_time_stats, ProgramStats};
 
 /// Why the probes could not be loaded, attached or read. Messages say what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +37,12 @@ pub enum Error {
     },
     #[error("attaching program {program} failed: {}", chain(.source))]
     Attach {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("querying program {program} failed: {}", chain(.source))]
+    Query {
         program: &'static str,
         #[source]
         source: aya::programs::ProgramError,
