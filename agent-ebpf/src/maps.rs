@@ -8,7 +8,9 @@ use agent_common::{
     EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, PENDING_CONNECT_ENTRIES,
 };
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+    },
     helpers::bpf_ktime_get_boot_ns,
     macros::map,
     maps::{LruHashMap, PerCpuArray, RingBuf},
@@ -106,9 +108,6 @@ fn announce(key: &FlowKey) {
     }
 }
 
-/// Unread bytes in the ring buffer above which a submit wakes the reader.
-const WAKEUP_BYTES: u64 = (EVENTS_RING_BYTES / 8) as u64;
-
 /// Wake-up policy of every submit: batch.
 ///
 /// A wake-up costs an irq_work and a reader wake-up: measured at about 8 us per DNS answer on the
@@ -117,7 +116,9 @@ const WAKEUP_BYTES: u64 = (EVENTS_RING_BYTES / 8) as u64;
 /// eighth of its size unread) forces a wake-up, so that bursts are drained before they overflow.
 #[inline(always)]
 pub fn submit_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKEUP_BYTES {
+    // The size is asked for rather than assumed: user space may resize the ring at load time.
+    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
+    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= size / 8 {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

@@ -18,7 +18,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent::kernel::{DnsAnswer, Error, KernelEvent, Probes};
+use agent::kernel::{DnsAnswer, Error, KernelEvent, Options, Probes};
 use agent_common::{Counter, FlowKey, FlowValue, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 
 const V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -47,13 +47,16 @@ l.bind(("::", 8080)); l.listen(64)
 threading.Thread(target=accept_forever, args=(l,), daemon=True).start()
 full = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 full.bind((V4, 8082)); full.listen(0)
-u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-u.bind((V4, 53))
-def udp_dns():
+def udp_dns(u):
     while True:
         q, peer = u.recvfrom(2048)
         u.sendto(answer(q), peer)
-threading.Thread(target=udp_dns, daemon=True).start()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((V4, 53))
+threading.Thread(target=udp_dns, args=(u,), daemon=True).start()
+u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+u6.bind((sys.argv[2], 53))
+threading.Thread(target=udp_dns, args=(u6,), daemon=True).start()
 t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 t.bind((V4, 53)); t.listen(8)
@@ -94,6 +97,7 @@ if what == "flows":
     s, r = tcp(socket.AF_INET6, V6, 8080); print("v6-8080", r); keep.append(s)
     s, r = tcp(socket.AF_INET6, "::ffff:" + V4, 8080); print("mapped-8080", r); keep.append(s)
     s, r = tcp(socket.AF_INET, V4, 8081); print("8081", r)
+    s, r = tcp(socket.AF_INET6, V6, 8081); print("v6-8081", r)
     s, r = tcp(socket.AF_INET, V4, 8082); print("8082a", r); keep.append(s)
     s, r = tcp(socket.AF_INET, V4, 8082, timeout=1.0); print("8082b", r)
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -103,12 +107,22 @@ if what == "flows":
     c.connect((V4, 9998)); c.send(b"z"); print("9998 sent")
     for s in keep:
         if s: s.close()
+elif what == "many":
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for port in range(20000, 20040):
+        u.sendto(b"x", (V4, port))
+    print("many sent")
 elif what == "dns":
     u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     u.settimeout(5.0)
     u.sendto(query, (V4, 53))
     a, _ = u.recvfrom(2048)
     print("udp", a.hex())
+    u6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u6.settimeout(5.0)
+    u6.sendto(query, (V6, 53))
+    a, _ = u6.recvfrom(2048)
+    print("udp6", a.hex())
     s, r = tcp(socket.AF_INET, V4, 53)
     s.sendall(struct.pack(">H", len(query)) + query)
     buf = b""
@@ -213,7 +227,7 @@ impl World {
     fn start_servers(&mut self) {
         let mut child = Command::new("ip")
             .args(["netns", "exec", &self.netns, "python3", "-c", SERVERS])
-            .arg(V4.to_string())
+            .args([V4.to_string(), V6.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -359,6 +373,7 @@ async fn flows_and_tcp_outcomes_are_attributed_to_the_pod_cgroup() {
     assert_eq!(seen["v6-8080"], "established");
     assert_eq!(seen["mapped-8080"], "established");
     assert_eq!(seen["8081"], "refused");
+    assert_eq!(seen["v6-8081"], "refused");
     assert_eq!(seen["8082a"], "established");
     assert_eq!(seen["8082b"], "timeout");
 
@@ -369,6 +384,8 @@ async fn flows_and_tcp_outcomes_are_attributed_to_the_pod_cgroup() {
         ((AF_INET, v4.as_slice(), 8080, IPPROTO_TCP), (3, 3, 0, 0)),
         ((AF_INET6, v6.as_slice(), 8080, IPPROTO_TCP), (1, 1, 0, 0)),
         ((AF_INET, v4.as_slice(), 8081, IPPROTO_TCP), (1, 0, 1, 0)),
+        // The RST is seen by the ingress program on the IPv6 path too.
+        ((AF_INET6, v6.as_slice(), 8081, IPPROTO_TCP), (1, 0, 1, 0)),
         ((AF_INET, v4.as_slice(), 8082, IPPROTO_TCP), (2, 1, 0, 1)),
         // Unconnected UDP counts datagrams; connected UDP counts connects.
         ((AF_INET, v4.as_slice(), 9999, IPPROTO_UDP), (2, 0, 0, 0)),
@@ -444,16 +461,22 @@ async fn dns_answers_are_captured_for_the_receiving_socket() {
             })
             .collect()
     };
-    let events = collect_until(&mut reader, |evs| dns_of_pod(evs).len() >= 2).await;
+    let events = collect_until(&mut reader, |evs| dns_of_pod(evs).len() >= 3).await;
     let answers = dns_of_pod(&events);
-    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers.len(), 3, "{answers:?}");
     let udp = answers
         .iter()
-        .find(|d| d.transport == IPPROTO_UDP)
+        .find(|d| d.transport == IPPROTO_UDP && d.family == AF_INET)
         .expect("a UDP answer");
     assert_eq!(udp.family, AF_INET);
     assert_eq!(udp.payload, udp_answer);
     assert_eq!(udp.wire_len as usize, udp_answer.len());
+    let udp6 = answers
+        .iter()
+        .find(|d| d.transport == IPPROTO_UDP && d.family == AF_INET6)
+        .expect("a UDP answer over IPv6");
+    assert_eq!(udp6.payload, hex(&seen["udp6"]));
+    assert_eq!(udp6.wire_len as usize, udp6.payload.len());
     // Over TCP the payload is the stream segment: the length prefix, then the message.
     let tcp = answers
         .iter()
@@ -463,11 +486,12 @@ async fn dns_answers_are_captured_for_the_receiving_socket() {
     assert_eq!(tcp.wire_len as usize, tcp_answer.len());
     assert_eq!(&tcp.payload[2..], udp_answer.as_slice());
 
-    // The queries themselves are flows of the pod: UDP 53 (sendto) and TCP 53 (connect).
+    // The queries themselves are flows of the pod: UDP 53 over both families (sendto) and TCP 53.
     let flows = flows_of(&probes, cg);
     let mut daddr = [0u8; 16];
     daddr[..4].copy_from_slice(&V4.octets());
-    assert_eq!(flows.len(), 2, "{flows:?}");
+    assert_eq!(flows.len(), 3, "{flows:?}");
+    assert_eq!(flows[&(AF_INET6, V6.octets(), 53, IPPROTO_UDP)].count, 1);
     assert_eq!(flows[&(AF_INET, daddr, 53, IPPROTO_UDP)].count, 1);
     assert_eq!(flows[&(AF_INET, daddr, 53, IPPROTO_TCP)].established, 1);
     assert_eq!(probes.counters().unwrap()[Counter::RingFullDns as usize], 0);
@@ -550,4 +574,31 @@ fn several_probes_attach_at_once_and_drop_detaches_them() {
     assert!(counts(1));
     drop(second);
     assert!(counts(0), "dropping the probes must detach every program");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_flow_table_evicts_and_the_loss_is_counted() {
+    // Attached at the pod cgroup itself, so that only this test's traffic reaches this table.
+    let world = World::new("e");
+    let options = Options {
+        flow_entries: 8,
+        ..Options::default()
+    };
+    let mut probes = Probes::attach_with(world.pod_cgroup(), options).unwrap();
+    let mut reader = probes.take_events().unwrap();
+    world.run_client("many");
+
+    let table = probes.flow_table().unwrap();
+    assert!(
+        table.len() <= 8,
+        "{} entries in an 8-entry table",
+        table.len()
+    );
+    let counters = probes.counters().unwrap();
+    // Every new key was inserted (evicting a colder one) and announced: user space sees 40 flows
+    // and can tell that 40 - len were evicted.
+    assert_eq!(counters[Counter::FlowInserted as usize], 40);
+    assert_eq!(counters[Counter::FlowUpdateFailed as usize], 0);
+    let events = collect_until(&mut reader, |evs| evs.len() >= 40).await;
+    assert_eq!(events.len(), 40);
 }

@@ -7,7 +7,7 @@ use aya::{
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, SockOps,
     },
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
 
 use super::{events::EventReader, maps, Error};
@@ -32,6 +32,27 @@ pub(super) const PROGRAMS: [&str; 6] = [
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
+/// Table sizes chosen at load time; the defaults are the ABI constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Capacity of the flow table (LRU: the coldest flow is evicted when it is full).
+    pub flow_entries: u32,
+    /// Capacity of the table of TCP connects waiting for their outcome.
+    pub pending_entries: u32,
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ring_bytes: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            flow_entries: agent_common::FLOW_MAP_ENTRIES,
+            pending_entries: agent_common::PENDING_CONNECT_ENTRIES,
+            ring_bytes: agent_common::EVENTS_RING_BYTES,
+        }
+    }
+}
+
 /// The loaded and attached programs with their maps. Dropping it detaches and unloads everything:
 /// the links are owned by the programs inside [`Ebpf`], and closing a link detaches it.
 pub struct Probes {
@@ -50,6 +71,11 @@ impl std::fmt::Debug for Probes {
 impl Probes {
     /// Loads the programs and attaches them at `cgroup_root` (the cgroup v2 mount).
     pub fn attach(cgroup_root: &Path) -> Result<Probes, Error> {
+        Probes::attach_with(cgroup_root, Options::default())
+    }
+
+    /// [`Probes::attach`] with other table sizes.
+    pub fn attach_with(cgroup_root: &Path, options: Options) -> Result<Probes, Error> {
         check_privileges()?;
         if !Path::new(BTF_PATH).exists() {
             return Err(Error::NoBtf);
@@ -58,7 +84,12 @@ impl Probes {
         if OBJECT.is_empty() {
             return Err(Error::Missing("kernel programs"));
         }
-        let mut ebpf = Ebpf::load(OBJECT).map_err(Error::Load)?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::FLOWS, options.flow_entries)
+            .map_max_entries(maps::PENDING, options.pending_entries)
+            .map_max_entries(maps::EVENTS, options.ring_bytes)
+            .load(OBJECT)
+            .map_err(Error::Load)?;
         let mode = attach_mode();
 
         for name in SOCK_ADDR {

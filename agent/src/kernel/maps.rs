@@ -9,6 +9,7 @@ use aya::{
 use super::Error;
 
 pub(super) const FLOWS: &str = "FLOWS";
+pub(super) const PENDING: &str = "PENDING";
 pub(super) const EVENTS: &str = "EVENTS";
 pub(super) const LOSS_COUNTERS: &str = "LOSS_COUNTERS";
 

@@ -11,7 +11,7 @@ mod maps;
 mod stats;
 
 pub use events::{DnsAnswer, EventReader, KernelEvent, POLL_INTERVAL};
-pub use loader::Probes;
+pub use loader::{Options, Probes};
 pub use stats::{enable_run_time_stats, ProgramStats};
 
 /// Why the probes could not be loaded, attached or read. Messages say what to do about it.
