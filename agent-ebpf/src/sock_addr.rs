@@ -13,6 +13,7 @@ use aya_ebpf::{
 use crate::maps::{record_flow, PENDING};
 
 const ALLOW: i32 = 1;
+const IPPROTO_MPTCP: u32 = 262;
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
@@ -49,7 +50,9 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, key: &FlowKey) {
     record_flow(key);
-    if key.protocol == IPPROTO_TCP {
+    // Only plain TCP: an MPTCP connect is recorded as TCP, but its outcome shows on subflow
+    // sockets with other cookies, so a pending entry would never be resolved.
+    if unsafe { (*ctx.sock_addr).protocol } == IPPROTO_TCP as u32 {
         // The cookie ties this connect to the socket's later state changes (sock_ops) and to a
         // RST arriving for it (cgroup_skb ingress).
         let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
@@ -67,8 +70,11 @@ fn on_connect(ctx: &SockAddrContext, key: &FlowKey) {
 fn protocol(ctx: &SockAddrContext) -> Option<u8> {
     let p = unsafe { (*ctx.sock_addr).protocol };
     match p {
+        // TCP, UDP, SCTP.
         6 | 17 | 132 => Some(p as u8),
-        // TCP, UDP, SCTP. ICMP "ping" sockets and raw sockets are not flows a NetworkPolicy speaks about.
+        // MPTCP is TCP to every policy engine; the socket reports IPPROTO_MPTCP.
+        IPPROTO_MPTCP => Some(IPPROTO_TCP),
+        // ICMP "ping" sockets and raw sockets are not flows a NetworkPolicy speaks about.
         _ => None,
     }
 }

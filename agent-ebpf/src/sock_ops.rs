@@ -32,11 +32,9 @@ pub fn tcp_outcome(ctx: SockOpsContext) -> u32 {
             // SYN_SENT -> CLOSE. Failure to set the flag loses the failure outcome, nothing else.
             let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
         }
-        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => {
-            resolve(&ctx, Outcome::Established);
-            // The outcome is known: stop the per-state callbacks for the rest of the connection.
-            let _ = ctx.set_cb_flags((ctx.cb_flags() & !BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
-        }
+        // The flag is left set afterwards: clearing it could silence another sock_ops user that
+        // asked for state callbacks on the same socket (the flags are per socket, not per program).
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB => resolve(&ctx, Outcome::Established),
         // SYN_SENT -> ESTABLISHED is handled by ACTIVE_ESTABLISHED_CB above; only a close from
         // SYN_SENT is an outcome here.
         BPF_SOCK_OPS_STATE_CB if ctx.arg(0) == BPF_TCP_SYN_SENT && ctx.arg(1) == BPF_TCP_CLOSE => {

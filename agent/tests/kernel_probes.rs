@@ -45,6 +45,13 @@ l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 l.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
 l.bind(("::", 8080)); l.listen(64)
 threading.Thread(target=accept_forever, args=(l,), daemon=True).start()
+try:
+    m = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+except OSError:
+    m = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+m.bind((V4, 8083)); m.listen(8)
+threading.Thread(target=accept_forever, args=(m,), daemon=True).start()
 full = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 full.bind((V4, 8082)); full.listen(0)
 def udp_dns(u):
@@ -97,6 +104,12 @@ if what == "flows":
     s, r = tcp(socket.AF_INET6, V6, 8080); print("v6-8080", r); keep.append(s)
     s, r = tcp(socket.AF_INET6, "::ffff:" + V4, 8080); print("mapped-8080", r); keep.append(s)
     s, r = tcp(socket.AF_INET, V4, 8081); print("8081", r)
+    # MPTCP where the kernel has it (plain TCP otherwise): recorded as TCP, outcome included.
+    try:
+        m = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 262)
+    except OSError:
+        m = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    m.connect((V4, 8083)); print("mptcp-8083 established"); keep.append(m)
     s, r = tcp(socket.AF_INET6, V6, 8081); print("v6-8081", r)
     s, r = tcp(socket.AF_INET, V4, 8082); print("8082a", r); keep.append(s)
     s, r = tcp(socket.AF_INET, V4, 8082, timeout=1.0); print("8082b", r)
@@ -387,6 +400,7 @@ async fn flows_and_tcp_outcomes_are_attributed_to_the_pod_cgroup() {
         // The RST is seen by the ingress program on the IPv6 path too.
         ((AF_INET6, v6.as_slice(), 8081, IPPROTO_TCP), (1, 0, 1, 0)),
         ((AF_INET, v4.as_slice(), 8082, IPPROTO_TCP), (2, 1, 0, 1)),
+        ((AF_INET, v4.as_slice(), 8083, IPPROTO_TCP), (1, 1, 0, 0)),
         // Unconnected UDP counts datagrams; connected UDP counts connects.
         ((AF_INET, v4.as_slice(), 9999, IPPROTO_UDP), (2, 0, 0, 0)),
         ((AF_INET, v4.as_slice(), 9998, IPPROTO_UDP), (1, 0, 0, 0)),
