@@ -60,6 +60,9 @@ impl EventReader {
 
     /// Waits for at least one event and appends every available event to `out` (tokio).
     /// Malformed/short records are skipped and counted, never panic.
+    ///
+    /// Cancel-safe (usable in `tokio::select!`): records are only consumed in the synchronous
+    /// drain right before returning.
     pub async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> Result<(), Error> {
         let before = out.len();
         loop {
@@ -130,6 +133,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<KernelEvent> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reader_can_move_to_a_task() {
+        fn send<T: Send + 'static>() {}
+        send::<EventReader>();
+        send::<super::super::Probes>();
+        fn sync<T: Sync>() {}
+        sync::<super::super::Probes>();
+    }
     use agent_common::{AF_INET, IPPROTO_UDP};
     use std::mem::offset_of;
 

@@ -2,8 +2,28 @@
 //! their ring buffer.
 //!
 //! [`Probes::attach`] loads the programs built from `agent-ebpf` and attaches them at the cgroup v2
-//! root with `BPF_F_ALLOW_MULTI`, so several agents (or other tools) can attach at once. Dropping
-//! the [`Probes`] closes the links, which detaches everything.
+//! root in multi mode, so several agents (or other tools) can attach at once. Dropping the
+//! [`Probes`] closes the links, which detaches everything.
+//!
+//! What the kernel records (see `agent_common` for the layouts):
+//! - one flow table entry per (cgroup id, family, destination address, destination port,
+//!   protocol). `count` counts TCP and connected-UDP `connect()` calls and unconnected UDP
+//!   datagrams (`sendto`/`sendmsg` with an address); a connected UDP socket's datagrams are not
+//!   counted one by one.
+//! - an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`, from a dual-stack socket) is recorded as
+//!   `AF_INET` with the IPv4 address, in the kernel; user space needs no normalisation.
+//! - MPTCP connects are recorded as TCP; ICMP and raw sockets are not recorded.
+//! - timestamps are `CLOCK_BOOTTIME` nanoseconds; `dport` is in host order, addresses in network
+//!   order.
+//! - TCP outcomes: `established` when the handshake completes; `refused` when a RST ended
+//!   SYN_SENT; `timed_out` for any other close from SYN_SENT (including an application giving up
+//!   before the kernel did). A connect that fails before sending a SYN (no route, no local port)
+//!   gets no outcome. UDP has none.
+//! - new keys and DNS answers (UDP or TCP from source port 53, attributed to the receiving
+//!   socket's cgroup) on the ring buffer. They are delivered within [`POLL_INTERVAL`] (the
+//!   programs do not wake the reader for each record; see `EventReader::next_batch`).
+//! - losses and totals in [`Probes::counters`], indexed by `agent_common::Counter`:
+//!   `FlowInserted - flow_table().len()` is the number of flows the LRU evicted.
 
 mod events;
 mod loader;
