@@ -27,7 +27,6 @@ fn main() -> anyhow::Result<()> {
         "cargo:rerun-if-changed={}",
         workspace.join("agent-common").display()
     );
-    println!("cargo:rerun-if-env-changed=PATH");
 
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if !skip {
@@ -64,14 +63,20 @@ fn ensure_bpf_linker(workspace: &Path) -> anyhow::Result<()> {
         target_dir.join("tools/bin"),
         workspace.join("target/tools/bin"),
     ];
-    println!(
-        "cargo:rerun-if-changed={}",
-        candidates[0].join("bpf-linker").display()
-    );
-    if dirs.iter().any(|d| d.join("bpf-linker").is_file()) {
+    // Rebuild the programs when the linker changes. Only an existing file may be named here: cargo
+    // considers a missing one always changed and would rerun this script on every build.
+    if let Some(found) = dirs.iter().find(|d| d.join("bpf-linker").is_file()) {
+        println!(
+            "cargo:rerun-if-changed={}",
+            found.join("bpf-linker").display()
+        );
         return Ok(());
     }
     if let Some(dir) = candidates.iter().find(|d| d.join("bpf-linker").is_file()) {
+        println!(
+            "cargo:rerun-if-changed={}",
+            dir.join("bpf-linker").display()
+        );
         dirs.insert(0, dir.clone());
         // Only this build script's process (and the cargo it spawns) sees the change.
         env::set_var("PATH", env::join_paths(dirs)?);
