@@ -268,3 +268,37 @@ async fn a_full_flow_table_evicts_and_the_loss_is_counted() {
     let events = collect_until(&mut reader, |evs| evs.len() >= 40).await;
     assert_eq!(events.len(), 40);
 }
+
+#[test]
+fn without_privileges_the_error_says_what_is_needed() {
+    const CHILD: &str = "ER_KERNEL_TEST_UNPRIVILEGED";
+    let root = agent::cgroup::mount::find_cgroup2_root().expect("cgroup2 root");
+    if std::env::var_os(CHILD).is_some() {
+        let err = Probes::attach(&root).unwrap_err();
+        assert!(matches!(err, Error::NotRoot), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "must run as root or with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON"
+        );
+        return;
+    }
+    // Re-run this test as root without any capability: an empty bounding set leaves uid 0 with
+    // no effective capabilities after exec.
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-all", "--inh-caps=-all", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "without_privileges_the_error_says_what_is_needed",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .expect("setpriv");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "unprivileged run failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
