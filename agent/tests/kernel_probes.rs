@@ -170,12 +170,12 @@ async fn dns_answers_are_captured_for_the_receiving_socket() {
             })
             .collect()
     };
-    let events = collect_until(&mut reader, |evs| dns_of_pod(evs).len() >= 3).await;
+    let events = collect_until(&mut reader, |evs| dns_of_pod(evs).len() >= 4).await;
     let answers = dns_of_pod(&events);
-    assert_eq!(answers.len(), 3, "{answers:?}");
+    assert_eq!(answers.len(), 4, "{answers:?}");
     let udp = answers
         .iter()
-        .find(|d| d.transport == IPPROTO_UDP && d.family == AF_INET)
+        .find(|d| d.transport == IPPROTO_UDP && d.family == AF_INET && d.payload.len() < 200)
         .expect("a UDP answer");
     assert_eq!(udp.family, AF_INET);
     assert_eq!(udp.payload, udp_answer);
@@ -186,6 +186,15 @@ async fn dns_answers_are_captured_for_the_receiving_socket() {
         .expect("a UDP answer over IPv6");
     assert_eq!(udp6.payload, hex(&seen["udp6"]));
     assert_eq!(udp6.wire_len as usize, udp6.payload.len());
+    // An answer longer than the capture is cut at DNS_CAPTURE_MAX; wire_len tells the real size.
+    let big_answer = hex(&seen["big"]);
+    assert!(big_answer.len() > agent_common::DNS_CAPTURE_MAX);
+    let big = answers
+        .iter()
+        .find(|d| d.wire_len as usize > agent_common::DNS_CAPTURE_MAX)
+        .expect("the long answer");
+    assert_eq!(big.wire_len as usize, big_answer.len());
+    assert_eq!(big.payload, big_answer[..agent_common::DNS_CAPTURE_MAX]);
     // Over TCP the payload is the stream segment: the length prefix, then the message.
     let tcp = answers
         .iter()
@@ -201,7 +210,7 @@ async fn dns_answers_are_captured_for_the_receiving_socket() {
     daddr[..4].copy_from_slice(&V4.octets());
     assert_eq!(flows.len(), 3, "{flows:?}");
     assert_eq!(flows[&(AF_INET6, V6.octets(), 53, IPPROTO_UDP)].count, 1);
-    assert_eq!(flows[&(AF_INET, daddr, 53, IPPROTO_UDP)].count, 1);
+    assert_eq!(flows[&(AF_INET, daddr, 53, IPPROTO_UDP)].count, 2);
     assert_eq!(flows[&(AF_INET, daddr, 53, IPPROTO_TCP)].established, 1);
     assert_eq!(probes.counters().unwrap()[Counter::RingFullDns as usize], 0);
 }
