@@ -53,7 +53,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("counters: {:?}", probes.counters()?);
-    println!("flow table entries: {}", probes.flow_table()?.len());
+    let started = std::time::Instant::now();
+    let entries = probes.flow_table()?.len();
+    println!(
+        "flow table entries: {entries} (snapshot took {:?})",
+        started.elapsed()
+    );
     println!(
         "events: {flows} new flows, {dns} DNS answers, {} malformed",
         reader.malformed()
