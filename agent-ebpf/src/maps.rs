@@ -4,7 +4,7 @@
 //! `LOSS_COUNTERS`): keep them in sync with `agent/src/kernel/maps.rs`.
 
 use agent_common::{
-    Counter, EventKind, FlowKey, FlowValue, NewFlowEvent, PendingConnect, COUNTER_SLOTS,
+    Counter, DnsEvent, EventKind, FlowKey, FlowValue, NewFlowEvent, PendingConnect, COUNTER_SLOTS,
     EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, PENDING_CONNECT_ENTRIES,
 };
 use aya_ebpf::{
@@ -29,6 +29,10 @@ pub static PENDING: LruHashMap<u64, PendingConnect> =
 /// New flows and DNS answers, in arrival order.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Where a DNS event is assembled before it is output with its real length (see skb.rs).
+#[map]
+pub static DNS_SCRATCH: PerCpuArray<DnsEvent> = PerCpuArray::with_max_entries(1, 0);
 
 /// What was lost or worth counting, per CPU so that increments need no atomics.
 #[map]
