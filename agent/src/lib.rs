@@ -1,3 +1,4 @@
 //! The node agent: kernel programs in, FlowRecords out.
 
 pub mod cgroup;
+pub mod kernel;
