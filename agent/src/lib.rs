@@ -1,4 +1,5 @@
 //! The node agent: kernel programs in, FlowRecords out.
 
 pub mod cgroup;
+pub mod dns;
 pub mod kernel;
