@@ -2,4 +2,5 @@
 
 pub mod cgroup;
 pub mod dns;
+pub mod pods;
 pub mod kernel;
