@@ -1,6 +1,8 @@
 //! The node agent: kernel programs in, FlowRecords out.
 
 pub mod cgroup;
+pub mod clock;
 pub mod dns;
+pub mod identity;
 pub mod pods;
 pub mod kernel;

@@ -4,19 +4,24 @@
 //! inode number of the cgroup's directory, so the only way back to a path is to walk the hierarchy.
 //! Paths are cached; a miss triggers a rescan at most once per `min_rescan_interval`, so that the
 //! cgroup of a short-lived pod is found right when its first flow is announced, while a stream of
-//! unknown ids (cgroups already gone) cannot turn into a stream of full walks.
+//! unknown ids (cgroups already gone) cannot turn into a stream of full walks. An id still missing
+//! after a scan that started after it was asked for is gone for good: on 64-bit kernels the cgroup
+//! id is the kernfs node id, which is never reused, so it is remembered as missing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Maximum directory depth walked; real hierarchies are < 10 deep, this only guards against loops.
 const MAX_DEPTH: usize = 32;
+/// Bound on remembered missing ids; the set is simply cleared when full.
+const MAX_MISSING: usize = 65_536;
 
 pub struct CgroupResolver {
     root: PathBuf,
     paths: HashMap<u64, String>,
+    missing: HashSet<u64>,
     last_scan: Option<Instant>,
     min_rescan_interval: Duration,
 }
@@ -27,6 +32,7 @@ impl CgroupResolver {
         Self {
             root,
             paths: HashMap::new(),
+            missing: HashSet::new(),
             last_scan: None,
             min_rescan_interval,
         }
@@ -35,12 +41,18 @@ impl CgroupResolver {
     /// The path of cgroup `id` relative to the root, starting with `/` (the root itself is `/`).
     /// `None` when the cgroup does not exist (any more) or a rescan was done too recently.
     pub fn resolve(&mut self, id: u64) -> Option<&str> {
-        if !self.paths.contains_key(&id) {
+        if !self.paths.contains_key(&id) && !self.missing.contains(&id) {
             let due = self
                 .last_scan
                 .is_none_or(|at| at.elapsed() >= self.min_rescan_interval);
             if due {
                 self.rescan();
+                if !self.paths.contains_key(&id) {
+                    if self.missing.len() >= MAX_MISSING {
+                        self.missing.clear();
+                    }
+                    self.missing.insert(id);
+                }
             }
         }
         self.paths.get(&id).map(String::as_str)
@@ -143,6 +155,16 @@ mod tests {
         r.rescan();
         assert_eq!(r.resolve(ino(&late)), Some("/late"));
         assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn ids_missing_after_a_scan_are_not_rescanned_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = CgroupResolver::new(tmp.path().to_owned(), Duration::ZERO);
+        assert_eq!(r.resolve(u64::MAX), None);
+        let scanned = r.last_scan;
+        assert_eq!(r.resolve(u64::MAX), None);
+        assert_eq!(r.last_scan, scanned);
     }
 
     #[test]
