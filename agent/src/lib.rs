@@ -3,6 +3,7 @@
 pub mod cgroup;
 pub mod clock;
 pub mod dns;
+pub mod flows;
 pub mod identity;
 pub mod pods;
 pub mod kernel;
