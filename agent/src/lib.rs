@@ -7,3 +7,4 @@ pub mod flows;
 pub mod identity;
 pub mod pods;
 pub mod kernel;
+pub mod metrics;
