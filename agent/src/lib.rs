@@ -5,6 +5,7 @@ pub mod clock;
 pub mod dns;
 pub mod flows;
 pub mod identity;
+pub mod pipeline;
 pub mod pods;
 pub mod kernel;
 pub mod metrics;
