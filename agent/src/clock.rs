@@ -61,7 +61,10 @@ mod tests {
             c.to_timestamp(5_000_000_000).to_string(),
             "2023-11-14T22:13:25Z"
         );
-        assert_eq!(BootClock::with_offset(i128::MAX / 2).to_timestamp(1), Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            BootClock::with_offset(i128::MAX / 2).to_timestamp(1),
+            Timestamp::UNIX_EPOCH
+        );
     }
 
     #[test]

@@ -61,11 +61,7 @@ impl Aggregator {
             }
             next.insert(*key, *value);
         }
-        poll.forgotten = self
-            .last
-            .keys()
-            .filter(|k| !next.contains_key(*k))
-            .count() as u64;
+        poll.forgotten = self.last.keys().filter(|k| !next.contains_key(*k)).count() as u64;
         self.last = next;
         poll
     }
@@ -215,7 +211,10 @@ mod tests {
         assert_eq!(p.deltas.len(), 1);
         assert_eq!(p.deltas[0].count, 3);
         assert_eq!(p.deltas[0].outcomes.established, 2);
-        assert_eq!((p.deltas[0].first_seen_ns, p.deltas[0].last_seen_ns), (100, 200));
+        assert_eq!(
+            (p.deltas[0].first_seen_ns, p.deltas[0].last_seen_ns),
+            (100, 200)
+        );
 
         // Nothing new: no delta.
         let p = agg.poll(&[(k, value(100, 200, 3, 2))]);
@@ -226,13 +225,19 @@ mod tests {
         let p = agg.poll(&[(k, value(100, 500, 5, 3))]);
         assert_eq!(p.deltas[0].count, 2);
         assert_eq!(p.deltas[0].outcomes.established, 1);
-        assert_eq!((p.deltas[0].first_seen_ns, p.deltas[0].last_seen_ns), (200, 500));
+        assert_eq!(
+            (p.deltas[0].first_seen_ns, p.deltas[0].last_seen_ns),
+            (200, 500)
+        );
 
         // Only an outcome arrived (the connect was counted before).
         let p = agg.poll(&[(k, value(100, 500, 5, 4))]);
         assert_eq!(p.deltas[0].count, 0);
         assert_eq!(p.deltas[0].outcomes.established, 1);
-        assert_eq!((p.deltas[0].first_seen_ns, p.deltas[0].last_seen_ns), (500, 500));
+        assert_eq!(
+            (p.deltas[0].first_seen_ns, p.deltas[0].last_seen_ns),
+            (500, 500)
+        );
     }
 
     #[test]
@@ -262,7 +267,10 @@ mod tests {
         let mut mapped = k;
         mapped.family = agent_common::AF_INET6;
         mapped.daddr = "::ffff:198.18.0.10".parse::<Ipv6Addr>().unwrap().octets();
-        assert_eq!(destination_of(&mapped).unwrap().0, "198.18.0.10".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            destination_of(&mapped).unwrap().0,
+            "198.18.0.10".parse::<IpAddr>().unwrap()
+        );
         let mut v6 = mapped;
         v6.daddr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
         v6.protocol = agent_common::IPPROTO_SCTP;
@@ -285,7 +293,14 @@ mod tests {
         let p = agg.poll(&[(k, value(1_000_000_000, 2_000_000_000, 3, 0))]);
         let source = CgroupSourceForTest::host();
         let clock = BootClock::with_offset(1_700_000_000_000_000_000);
-        let r = to_record(&p.deltas[0], "node-a", source, vec!["api.test".into()], &clock).unwrap();
+        let r = to_record(
+            &p.deltas[0],
+            "node-a",
+            source,
+            vec!["api.test".into()],
+            &clock,
+        )
+        .unwrap();
         assert_eq!(r.outcome, Outcome::Unknown);
         assert_eq!(r.count, 3);
         assert_eq!(r.first_seen.to_string(), "2023-11-14T22:13:21Z");

@@ -44,7 +44,10 @@ pub async fn serve(
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
 }
@@ -87,7 +90,10 @@ mod tests {
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         state.ready.store(true, Ordering::Release);
         let ok = get(addr, "/readyz").await;
-        assert!(ok.starts_with("HTTP/1.1 200") && ok.ends_with("ready\n"), "{ok}");
+        assert!(
+            ok.starts_with("HTTP/1.1 200") && ok.ends_with("ready\n"),
+            "{ok}"
+        );
         let m = get(addr, "/metrics").await;
         assert!(m.starts_with("HTTP/1.1 200"), "{m}");
         assert!(m.contains("egress_agent_flows_observed_total 0"), "{m}");

@@ -110,7 +110,10 @@ impl IdentityCache {
             let first_time = !self.entries.contains_key(&cgroup_id);
             if first_time {
                 self.unresolved += 1;
-                tracing::debug!(cgroup_id, "cgroup not found; reporting its flows as the node's");
+                tracing::debug!(
+                    cgroup_id,
+                    "cgroup not found; reporting its flows as the node's"
+                );
             }
         }
         self.entries.insert(
@@ -169,7 +172,8 @@ mod tests {
     #[test]
     fn resolves_caches_and_survives_the_cgroup() {
         let (tmp, pod_id, host_id) = tree();
-        let mut cache = IdentityCache::new(CgroupResolver::new(tmp.path().to_owned(), Duration::ZERO));
+        let mut cache =
+            IdentityCache::new(CgroupResolver::new(tmp.path().to_owned(), Duration::ZERO));
         let id = cache.identify(pod_id);
         let CgroupIdentity::Pod(p) = &*id else {
             panic!("{id:?}")
@@ -191,7 +195,8 @@ mod tests {
     #[test]
     fn forgets_cgroups_without_flows_after_two_polls() {
         let (tmp, pod_id, host_id) = tree();
-        let mut cache = IdentityCache::new(CgroupResolver::new(tmp.path().to_owned(), Duration::ZERO));
+        let mut cache =
+            IdentityCache::new(CgroupResolver::new(tmp.path().to_owned(), Duration::ZERO));
         cache.identify(pod_id);
         cache.identify(host_id);
         cache.end_poll();

@@ -35,12 +35,16 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid metric name");
-            registry.register(Box::new(c.clone())).expect("registered once");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
             c
         };
         let counter_vec = |name: &str, help: &str, label: &str| {
             let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric name");
-            registry.register(Box::new(c.clone())).expect("registered once");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
             c
         };
         let m = Self {
@@ -130,7 +134,10 @@ impl Metrics {
             );
         }
         let inserted = counters[Counter::FlowInserted as usize];
-        advance(&self.flow_map_evictions, inserted.saturating_sub(live_entries));
+        advance(
+            &self.flow_map_evictions,
+            inserted.saturating_sub(live_entries),
+        );
         self.flows_tracked
             .set(i64::try_from(live_entries).unwrap_or(i64::MAX));
     }
@@ -198,13 +205,25 @@ mod tests {
         m.pods_file_reload_error();
         let text = m.encode();
         assert_eq!(
-            value(&text, "egress_agent_events_lost_total{reason=\"ring_full_new_flow\"}"),
+            value(
+                &text,
+                "egress_agent_events_lost_total{reason=\"ring_full_new_flow\"}"
+            ),
             Some(6)
         );
-        assert_eq!(value(&text, "egress_agent_flow_map_evictions_total"), Some(20));
-        assert_eq!(value(&text, "egress_agent_dns_answers_total{result=\"rejected\"}"), Some(1));
+        assert_eq!(
+            value(&text, "egress_agent_flow_map_evictions_total"),
+            Some(20)
+        );
+        assert_eq!(
+            value(&text, "egress_agent_dns_answers_total{result=\"rejected\"}"),
+            Some(1)
+        );
         assert_eq!(value(&text, "egress_agent_records_written_total"), Some(3));
         assert_eq!(value(&text, "egress_agent_flows_observed_total"), Some(2));
-        assert_eq!(value(&text, "egress_agent_pods_file_reload_errors_total"), Some(1));
+        assert_eq!(
+            value(&text, "egress_agent_pods_file_reload_errors_total"),
+            Some(1)
+        );
     }
 }

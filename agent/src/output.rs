@@ -60,7 +60,7 @@ mod tests {
             .write_batch(&[record.clone(), record.clone()])
             .unwrap();
         let mut w = FlowWriter::open(target).unwrap();
-        w.write_batch(&[record.clone()]).unwrap();
+        w.write_batch(std::slice::from_ref(&record)).unwrap();
         // Flushed without dropping the writer.
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(text, format!("{LINE}\n{LINE}\n{LINE}\n"));

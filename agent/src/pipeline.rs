@@ -198,7 +198,10 @@ mod tests {
         let mut f = fixture();
         let now = Instant::now();
         let clock = BootClock::with_offset(1_700_000_000_000_000_000);
-        let dns = response("api.example.test.", vec![("api.example.test.", a("198.18.0.10"))]);
+        let dns = response(
+            "api.example.test.",
+            vec![("api.example.test.", a("198.18.0.10"))],
+        );
         f.pipeline.handle_event(
             KernelEvent::Dns(DnsAnswer {
                 cgroup_id: f.pod_cgroup,
@@ -244,8 +247,14 @@ mod tests {
         assert_eq!(again[0].source.pod.as_deref(), Some("web-1"));
 
         let text = f.metrics.encode();
-        assert!(text.contains("egress_agent_dns_answers_total{result=\"parsed\"} 1"), "{text}");
-        assert!(text.contains("egress_agent_flows_observed_total 2"), "{text}");
+        assert!(
+            text.contains("egress_agent_dns_answers_total{result=\"parsed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_agent_flows_observed_total 2"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -265,7 +274,10 @@ mod tests {
             );
         }
         let text = f.metrics.encode();
-        assert!(text.contains("egress_agent_dns_answers_total{result=\"rejected\"} 3"), "{text}");
+        assert!(
+            text.contains("egress_agent_dns_answers_total{result=\"rejected\"} 3"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -275,10 +287,20 @@ mod tests {
         counters[agent_common::Counter::FlowInserted as usize] = 10;
         counters[agent_common::Counter::RingFullDns as usize] = 2;
         let k = key(f.host_cgroup, [10, 0, 0, 1], 80);
-        f.pipeline
-            .poll(&[(k, value(1, 0))], Some(&counters), &BootClock::now(), Instant::now());
+        f.pipeline.poll(
+            &[(k, value(1, 0))],
+            Some(&counters),
+            &BootClock::now(),
+            Instant::now(),
+        );
         let text = f.metrics.encode();
-        assert!(text.contains("egress_agent_flow_map_evictions_total 9"), "{text}");
-        assert!(text.contains("egress_agent_events_lost_total{reason=\"ring_full_dns\"} 2"), "{text}");
+        assert!(
+            text.contains("egress_agent_flow_map_evictions_total 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_agent_events_lost_total{reason=\"ring_full_dns\"} 2"),
+            "{text}"
+        );
     }
 }

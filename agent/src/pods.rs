@@ -49,12 +49,11 @@ pub fn parse_pods(text: &str, path: &str) -> Result<Vec<PodInfo>, Error> {
     let mut pods = Vec::new();
     // JSON is YAML, but serde_json's errors name the line and column of JSON input precisely.
     if text.trim_start().starts_with('{') {
-        let doc: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::Syntax {
-                path: path.to_owned(),
-                position: format!("{}:{}", e.line(), e.column()),
-                message: e.to_string(),
-            })?;
+        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Syntax {
+            path: path.to_owned(),
+            position: format!("{}:{}", e.line(), e.column()),
+            message: e.to_string(),
+        })?;
         collect_document(doc, path, "document 1", &mut pods)?;
         return Ok(pods);
     }
@@ -110,7 +109,8 @@ fn collect_document(
                 if item_kind.is_some_and(|k| k != "Pod") {
                     continue;
                 }
-                let pod: Pod = serde_json::from_value(item).map_err(|e| not_a_pod(at.clone(), e.to_string()))?;
+                let pod: Pod = serde_json::from_value(item)
+                    .map_err(|e| not_a_pod(at.clone(), e.to_string()))?;
                 out.push(pod_info(&pod).ok_or_else(|| not_a_pod(at, "no metadata.uid".into()))?);
             }
             Ok(())
@@ -118,7 +118,10 @@ fn collect_document(
         "Pod" => {
             let pod: Pod = serde_json::from_value(doc)
                 .map_err(|e| not_a_pod(position.to_owned(), e.to_string()))?;
-            out.push(pod_info(&pod).ok_or_else(|| not_a_pod(position.to_owned(), "no metadata.uid".into()))?);
+            out.push(
+                pod_info(&pod)
+                    .ok_or_else(|| not_a_pod(position.to_owned(), "no metadata.uid".into()))?,
+            );
             Ok(())
         }
         other => Err(not_a_pod(
@@ -131,13 +134,20 @@ fn collect_document(
 /// The fields the agent reports, or `None` for a pod without UID (never from a real API server).
 pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
     let meta = &pod.metadata;
-    let uid = meta.uid.clone().filter(|u| !u.is_empty())?.to_ascii_lowercase();
+    let uid = meta
+        .uid
+        .clone()
+        .filter(|u| !u.is_empty())?
+        .to_ascii_lowercase();
     let name = meta.name.clone().unwrap_or_default();
     let labels: BTreeMap<String, String> = meta.labels.clone().unwrap_or_default();
     let workload = owner_workload(pod, &name, &labels);
     Some(PodInfo {
         uid,
-        namespace: meta.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+        namespace: meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
         name,
         labels,
         workload,
@@ -191,7 +201,9 @@ fn owner_workload(pod: &Pod, pod_name: &str, labels: &BTreeMap<String, String>) 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Reload {
     Unchanged,
-    Reloaded { pods: usize },
+    Reloaded {
+        pods: usize,
+    },
     /// The file changed but could not be used; the previous index stays (already logged).
     Failed,
 }

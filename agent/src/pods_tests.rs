@@ -32,8 +32,18 @@ fn workload(p: &PodInfo) -> (&str, &str) {
 fn kubectl_json_list() {
     let list = format!(
         r#"{{"apiVersion":"v1","kind":"List","metadata":{{"resourceVersion":""}},"items":[{},{}]}}"#,
-        pod_json(UID_WEB, "web-5d8f7c9b4-x2k4q", Some(("ReplicaSet", "web-5d8f7c9b4")), Some("5d8f7c9b4")),
-        pod_json("aaaaaaaa-0000-0000-0000-000000000000", "db-0", Some(("StatefulSet", "db")), None),
+        pod_json(
+            UID_WEB,
+            "web-5d8f7c9b4-x2k4q",
+            Some(("ReplicaSet", "web-5d8f7c9b4")),
+            Some("5d8f7c9b4")
+        ),
+        pod_json(
+            "aaaaaaaa-0000-0000-0000-000000000000",
+            "db-0",
+            Some(("StatefulSet", "db")),
+            None
+        ),
     );
     let pods = parse_pods(&list, "pods.json").unwrap();
     assert_eq!(pods.len(), 2);
@@ -49,19 +59,44 @@ fn kubectl_json_list() {
 #[test]
 fn owners() {
     // The hash label must match the suffix for the ReplicaSet to count as a Deployment's.
-    let p = one(&pod_json(UID_WEB, "x", Some(("ReplicaSet", "web-abc")), Some("zzz")));
+    let p = one(&pod_json(
+        UID_WEB,
+        "x",
+        Some(("ReplicaSet", "web-abc")),
+        Some("zzz"),
+    ));
     assert_eq!(workload(&p), ("ReplicaSet", "web-abc"));
-    let p = one(&pod_json(UID_WEB, "x", Some(("ReplicaSet", "web-abc")), None));
+    let p = one(&pod_json(
+        UID_WEB,
+        "x",
+        Some(("ReplicaSet", "web-abc")),
+        None,
+    ));
     assert_eq!(workload(&p), ("ReplicaSet", "web-abc"));
-    let p = one(&pod_json(UID_WEB, "x", Some(("ReplicaSet", "abc")), Some("abc")));
+    let p = one(&pod_json(
+        UID_WEB,
+        "x",
+        Some(("ReplicaSet", "abc")),
+        Some("abc"),
+    ));
     assert_eq!(workload(&p), ("ReplicaSet", "abc"));
     let p = one(&pod_json(UID_WEB, "x", Some(("DaemonSet", "agent")), None));
     assert_eq!(workload(&p), ("DaemonSet", "agent"));
-    let p = one(&pod_json(UID_WEB, "x", Some(("Job", "backup-28472910")), None));
+    let p = one(&pod_json(
+        UID_WEB,
+        "x",
+        Some(("Job", "backup-28472910")),
+        None,
+    ));
     assert_eq!(workload(&p), ("Job", "backup-28472910"));
     let p = one(&pod_json(UID_WEB, "bare", None, None));
     assert_eq!(workload(&p), ("Pod", "bare"));
-    let p = one(&pod_json(UID_WEB, "kube-apiserver-n1", Some(("Node", "n1")), None));
+    let p = one(&pod_json(
+        UID_WEB,
+        "kube-apiserver-n1",
+        Some(("Node", "n1")),
+        None,
+    ));
     assert_eq!(workload(&p), ("Node", "n1"));
 }
 
@@ -77,7 +112,9 @@ fn yaml_list_single_pod_and_multi_document() {
     assert_eq!(pods[1].uid, "bbbbbbbb-0000-0000-0000-000000000000");
     assert_eq!(pods[1].namespace, "default");
     // An empty list is fine.
-    assert!(parse_pods("apiVersion: v1\nkind: List\nitems: []\n", "p").unwrap().is_empty());
+    assert!(parse_pods("apiVersion: v1\nkind: List\nitems: []\n", "p")
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -88,8 +125,11 @@ fn errors_name_the_file_and_position() {
     assert!(err.to_string().starts_with("pods.yaml:"), "{err}");
     let err = parse_pods("kind: Service\n", "pods.yaml").unwrap_err();
     assert!(err.to_string().contains("document 1"), "{err}");
-    let err = parse_pods("kind: List\nitems:\n- kind: Pod\n  metadata: {name: x}\n", "p.yaml")
-        .unwrap_err();
+    let err = parse_pods(
+        "kind: List\nitems:\n- kind: Pod\n  metadata: {name: x}\n",
+        "p.yaml",
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("item 1"), "{err}");
     let err = parse_pods("kind: Pod\nmetadata: {uid: 5}\nspec: 7\n", "p.yaml").unwrap_err();
     assert!(matches!(err, Error::NotAPod { .. }), "{err}");

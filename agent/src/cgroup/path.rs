@@ -42,8 +42,8 @@ pub fn parse_pod_cgroup(path: &str) -> Option<PodCgroup> {
                 return Some(pod(uid, qos, id.unwrap_or(ContainerPart::None)));
             }
         }
-        let found = systemd_pod_slice(component)
-            .or_else(|| cgroupfs_pod_dir(component, &components[..i]));
+        let found =
+            systemd_pod_slice(component).or_else(|| cgroupfs_pod_dir(component, &components[..i]));
         if let Some((uid, qos)) = found {
             let container = components
                 .get(i + 1)
@@ -117,10 +117,16 @@ fn container_part(component: &str) -> Option<ContainerPart> {
     if name.starts_with("crio-conmon-") {
         return Some(ContainerPart::None);
     }
-    let id = ["cri-containerd-", "crio-", "docker-", "libpod-", "containerd-"]
-        .iter()
-        .find_map(|prefix| name.strip_prefix(prefix))
-        .unwrap_or(name);
+    let id = [
+        "cri-containerd-",
+        "crio-",
+        "docker-",
+        "libpod-",
+        "containerd-",
+    ]
+    .iter()
+    .find_map(|prefix| name.strip_prefix(prefix))
+    .unwrap_or(name);
     let ok = !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric());
     ok.then(|| ContainerPart::Container(id.to_owned()))
 }
@@ -148,7 +154,11 @@ mod tests {
 
     #[test]
     fn cgroupfs_driver_all_qos_classes() {
-        expect(&format!("/kubepods/pod{UID}/{CID}"), Some(CID), QosClass::Guaranteed);
+        expect(
+            &format!("/kubepods/pod{UID}/{CID}"),
+            Some(CID),
+            QosClass::Guaranteed,
+        );
         expect(
             &format!("/kubepods/burstable/pod{UID}/{CID}"),
             Some(CID),
@@ -163,7 +173,11 @@ mod tests {
 
     #[test]
     fn cgroupfs_pod_level_is_the_sandbox() {
-        expect(&format!("/kubepods/besteffort/pod{UID}"), None, QosClass::BestEffort);
+        expect(
+            &format!("/kubepods/besteffort/pod{UID}"),
+            None,
+            QosClass::BestEffort,
+        );
         expect(&format!("/kubepods/pod{UID}/"), None, QosClass::Guaranteed);
     }
 
@@ -282,7 +296,8 @@ mod tests {
             QosClass::Guaranteed,
         );
         // Static pods have a config hash as UID.
-        let p = parse_pod_cgroup("/kubepods/burstable/pod6d1ab2e1f0a9b8c7d6e5f4a3b2c1d0e9").unwrap();
+        let p =
+            parse_pod_cgroup("/kubepods/burstable/pod6d1ab2e1f0a9b8c7d6e5f4a3b2c1d0e9").unwrap();
         assert_eq!(p.pod_uid, "6d1ab2e1f0a9b8c7d6e5f4a3b2c1d0e9");
     }
 
@@ -320,14 +335,26 @@ mod tests {
             None,
             QosClass::Guaranteed,
         );
-        expect(&format!("/kubepods/pod{UID}/crio-"), None, QosClass::Guaranteed);
+        expect(
+            &format!("/kubepods/pod{UID}/crio-"),
+            None,
+            QosClass::Guaranteed,
+        );
     }
 
     #[test]
     fn never_panics_on_odd_input() {
         for path in [
-            "////", "pod", "-.slice", ".slice", "-pod.slice", ":", "a:b:c", "kubepods-pod:x",
-            "/kubepods-pod\u{e9}.slice", "/kubepods/burstable/pod\u{0}",
+            "////",
+            "pod",
+            "-.slice",
+            ".slice",
+            "-pod.slice",
+            ":",
+            "a:b:c",
+            "kubepods-pod:x",
+            "/kubepods-pod\u{e9}.slice",
+            "/kubepods/burstable/pod\u{0}",
         ] {
             let _ = parse_pod_cgroup(path);
         }

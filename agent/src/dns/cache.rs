@@ -149,7 +149,11 @@ mod tests {
     fn names_are_per_source_and_sorted() {
         let now = Instant::now();
         let mut c = DnsCache::new(Duration::from_secs(600), 1000);
-        c.insert(pod("a"), &[answer("198.18.0.1", 30, &["z.test", "a.test"])], now);
+        c.insert(
+            pod("a"),
+            &[answer("198.18.0.1", 30, &["z.test", "a.test"])],
+            now,
+        );
         c.insert(pod("b"), &[answer("198.18.0.1", 30, &["other.test"])], now);
         let ip = "198.18.0.1".parse().unwrap();
         assert_eq!(c.names(&pod("a"), ip, now), ["a.test", "z.test"]);
@@ -162,8 +166,16 @@ mod tests {
     fn short_ttls_are_kept_for_the_retention_window_long_ones_for_their_ttl() {
         let now = Instant::now();
         let mut c = DnsCache::new(Duration::from_secs(600), 1000);
-        c.insert(DnsSource::Host, &[answer("198.18.0.1", 5, &["short.test"])], now);
-        c.insert(DnsSource::Host, &[answer("198.18.0.2", 3600, &["long.test"])], now);
+        c.insert(
+            DnsSource::Host,
+            &[answer("198.18.0.1", 5, &["short.test"])],
+            now,
+        );
+        c.insert(
+            DnsSource::Host,
+            &[answer("198.18.0.2", 3600, &["long.test"])],
+            now,
+        );
         let (ip1, ip2) = ("198.18.0.1".parse().unwrap(), "198.18.0.2".parse().unwrap());
         let later = now + Duration::from_secs(300);
         assert_eq!(c.names(&DnsSource::Host, ip1, later), ["short.test"]);
@@ -198,6 +210,9 @@ mod tests {
         c.insert(pod("a"), &[answer("198.18.0.1", 0, &["x.test"])], later);
         assert_eq!(c.len(), 1);
         let ip = "198.18.0.1".parse().unwrap();
-        assert_eq!(c.names(&pod("a"), ip, now + Duration::from_secs(15)), ["x.test"]);
+        assert_eq!(
+            c.names(&pod("a"), ip, now + Duration::from_secs(15)),
+            ["x.test"]
+        );
     }
 }

@@ -245,7 +245,10 @@ pub(crate) mod tests {
 
     #[test]
     fn tcp_strips_the_length_prefix_and_rejects_incomplete() {
-        let msg = response("api.example.test.", vec![("api.example.test.", a("198.18.0.10"))]);
+        let msg = response(
+            "api.example.test.",
+            vec![("api.example.test.", a("198.18.0.10"))],
+        );
         let framed = tcp(&msg);
         let got = parse_answer(6, &framed, framed.len() as u32).unwrap();
         assert_eq!(got.len(), 1);
@@ -260,7 +263,10 @@ pub(crate) mod tests {
 
     #[test]
     fn cut_captures_that_do_not_decode_are_rejected() {
-        let msg = response("api.example.test.", vec![("api.example.test.", a("198.18.0.10"))]);
+        let msg = response(
+            "api.example.test.",
+            vec![("api.example.test.", a("198.18.0.10"))],
+        );
         let cut = &msg[..msg.len() - 3];
         assert_eq!(parse_answer(17, cut, msg.len() as u32), Err(Rejected::Cut));
         // The same bytes claimed complete are simply malformed.
@@ -334,7 +340,9 @@ pub(crate) mod tests {
             }
         }
         // Header claiming many records with none present.
-        let pkt = [0x12, 0x34, 0x81, 0x80, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF];
+        let pkt = [
+            0x12, 0x34, 0x81, 0x80, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        ];
         assert!(parse_answer(17, &pkt, pkt.len() as u32).is_err());
     }
 
