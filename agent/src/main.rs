@@ -10,6 +10,7 @@ fn main() -> ExitCode {
     // Logs go to stderr: stdout may carry the flow records.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -29,7 +30,6 @@ fn main() -> ExitCode {
     match runtime.block_on(agent::run::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(%error, "agent stopped");
             eprintln!("agent: {error}");
             ExitCode::from(error.exit_code())
         }
