@@ -11,6 +11,7 @@ use std::time::SystemTime;
 
 use flow_model::WorkloadRef;
 use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize as _;
 
 /// What the agent needs of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,8 +79,6 @@ pub fn parse_pods(text: &str, path: &str) -> Result<Vec<PodInfo>, Error> {
     }
     Ok(pods)
 }
-
-use serde::Deserialize as _;
 
 fn collect_document(
     doc: serde_json::Value,

@@ -1,6 +1,8 @@
 //! `agent run`: wires the kernel programs, the pipeline, the output and the HTTP endpoints.
 
 use std::net::SocketAddr;
+
+use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -93,6 +95,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             addr: args.metrics_addr,
             source,
         })?;
+    // Installed before attaching: a SIGTERM during start-up still ends in a flush and a detach.
     let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signal)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
 
@@ -105,18 +108,22 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         let _ = http_stopped.await;
     }));
 
-    let attached = Probes::attach(&root).map_err(|source| Error::Attach {
-        hint: privilege_hint(),
-        source,
-    });
-    let mut probes = match attached {
-        Ok(p) => p,
+    let attached = Probes::attach(&root)
+        .map_err(|source| Error::Attach {
+            hint: privilege_hint(),
+            source,
+        })
+        .and_then(|mut probes| {
+            let events = probes.take_events().map_err(Error::Events)?;
+            Ok((probes, events))
+        });
+    let (probes, events) = match attached {
+        Ok(attached) => attached,
         Err(e) => {
             let _ = stop_http.send(());
             return Err(e);
         }
     };
-    let events = probes.take_events().map_err(Error::Events)?;
     ready.store(true, Ordering::Release);
     tracing::info!(
         %node,
@@ -134,26 +141,73 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         DnsCache::new(DNS_RETENTION, DNS_CACHE_ENTRIES),
         Arc::clone(&metrics),
     )));
-    let mut event_task = tokio::spawn(event_loop(events, Arc::clone(&pipeline)));
+    let event_task = tokio::spawn(event_loop(events, Arc::clone(&pipeline)));
+    let shutdown = async move {
+        tokio::select! {
+            _ = sigterm.recv() => tracing::info!("SIGTERM: flushing and detaching"),
+            _ = sigint.recv() => tracing::info!("SIGINT: flushing and detaching"),
+        }
+    };
+    let result = main_loop(
+        &probes,
+        &pipeline,
+        &mut writer,
+        &metrics,
+        Duration::from_secs(args.flush_interval),
+        event_task,
+        shutdown,
+    )
+    .await;
+    ready.store(false, Ordering::Release);
+    detach(probes);
+    let _ = stop_http.send(());
+    match http_task.await {
+        Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
+        Err(error) => tracing::warn!(%error, "metrics server task failed"),
+        Ok(Ok(())) => {}
+    }
+    result
+}
 
-    let mut tick = tokio::time::interval(Duration::from_secs(args.flush_interval));
+/// Where flow tables and kernel counters are read from: the attached probes, or a test's fake.
+pub trait FlowSource {
+    fn flow_table(&self) -> Result<Vec<(FlowKey, FlowValue)>, kernel::Error>;
+    fn counters(&self) -> Result<[u64; COUNTER_SLOTS as usize], kernel::Error>;
+}
+
+impl FlowSource for Probes {
+    fn flow_table(&self) -> Result<Vec<(FlowKey, FlowValue)>, kernel::Error> {
+        Probes::flow_table(self)
+    }
+
+    fn counters(&self) -> Result<[u64; COUNTER_SLOTS as usize], kernel::Error> {
+        Probes::counters(self)
+    }
+}
+
+/// Flushes every `interval` until `shutdown` completes or the event task ends, then flushes once
+/// more so that every flow with activity not yet reported is written before the programs go away.
+pub async fn main_loop(
+    source: &impl FlowSource,
+    pipeline: &Mutex<Pipeline>,
+    writer: &mut FlowWriter,
+    metrics: &Metrics,
+    interval: Duration,
+    mut event_task: tokio::task::JoinHandle<kernel::Error>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; nothing to report yet
+    tokio::pin!(shutdown);
     let result = loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = flush(&probes, &pipeline, &mut writer, &metrics) {
+                if let Err(e) = flush(source, pipeline, writer, metrics) {
                     break Err(e);
                 }
             }
-            _ = sigterm.recv() => {
-                tracing::info!("SIGTERM: flushing and detaching");
-                break Ok(());
-            }
-            _ = sigint.recv() => {
-                tracing::info!("SIGINT: flushing and detaching");
-                break Ok(());
-            }
+            () = &mut shutdown => break Ok(()),
             ended = &mut event_task => {
                 break Err(match ended {
                     Ok(error) => Error::Events(error),
@@ -162,25 +216,15 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             }
         }
     };
-
-    ready.store(false, Ordering::Release);
     event_task.abort();
-    // Every flow with activity not yet reported is written before the programs go away.
-    let flushed = flush(&probes, &pipeline, &mut writer, &metrics);
-    detach(probes);
-    let _ = stop_http.send(());
-    match http_task.await {
-        Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
-        Err(error) => tracing::warn!(%error, "metrics server task failed"),
-        Ok(Ok(())) => {}
-    }
+    let flushed = flush(source, pipeline, writer, metrics);
     result.and(flushed)
 }
 
 /// Reads the flow table and counters, writes the records. A table that cannot be read this time
 /// is logged and retried at the next tick; an output that cannot be written is fatal.
 fn flush(
-    probes: &Probes,
+    probes: &impl FlowSource,
     pipeline: &Mutex<Pipeline>,
     writer: &mut FlowWriter,
     metrics: &Metrics,
@@ -288,6 +332,98 @@ mod tests {
         let mut a = args();
         a.flows_out = "/nonexistent/dir/flows.jsonl".into();
         assert!(matches!(run(a).await, Err(Error::Output { .. })));
+    }
+
+    struct FakeKernel(Mutex<Vec<(FlowKey, FlowValue)>>);
+
+    impl FlowSource for FakeKernel {
+        fn flow_table(&self) -> Result<Vec<(FlowKey, FlowValue)>, kernel::Error> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+        fn counters(&self) -> Result<[u64; COUNTER_SLOTS as usize], kernel::Error> {
+            Ok([0; COUNTER_SLOTS as usize])
+        }
+    }
+
+    fn flow(port: u16, count: u64) -> (FlowKey, FlowValue) {
+        let mut daddr = [0; 16];
+        daddr[..4].copy_from_slice(&[198, 18, 0, 10]);
+        let key = FlowKey {
+            cgroup_id: 1,
+            daddr,
+            dport: port,
+            family: agent_common::AF_INET,
+            protocol: agent_common::IPPROTO_UDP,
+            _pad: [0; 4],
+        };
+        let now = BootClock::boot_now_ns();
+        let value = FlowValue {
+            first_seen_ns: now,
+            last_seen_ns: now,
+            count,
+            ..Default::default()
+        };
+        (key, value)
+    }
+
+    #[tokio::test]
+    async fn flushes_on_ticks_and_once_more_at_shutdown() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("flows.jsonl");
+        let mut writer = FlowWriter::open(out.to_str().unwrap()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let pipeline = Mutex::new(Pipeline::new(
+            "node-a".into(),
+            IdentityCache::new(CgroupResolver::new(tmp.path().to_owned(), Duration::ZERO)),
+            None,
+            DnsCache::new(DNS_RETENTION, 100),
+            Arc::clone(&metrics),
+        ));
+        let kernel = FakeKernel(Mutex::new(vec![flow(53, 1)]));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let events = tokio::spawn(std::future::pending::<kernel::Error>());
+        let lines = |path: &std::path::Path| {
+            std::fs::read_to_string(path)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let driver = async {
+            // Wait for the first tick's record, add activity, then stop.
+            while lines(&out).is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            kernel.0.lock().unwrap().push(flow(443, 4));
+            stop.send(()).unwrap();
+        };
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let (result, ()) = tokio::join!(
+            main_loop(
+                &kernel,
+                &pipeline,
+                &mut writer,
+                &metrics,
+                Duration::from_millis(20),
+                events,
+                shutdown,
+            ),
+            driver
+        );
+        result.unwrap();
+        let records =
+            flow_model::read_records(std::fs::read_to_string(&out).unwrap().as_bytes(), "out")
+                .unwrap();
+        assert_eq!(records.len(), 2, "{records:?}");
+        assert_eq!(records[0].destination.port, 53);
+        assert_eq!(records[1].destination.port, 443);
+        assert_eq!(records[1].count, 4);
+        assert_eq!(records[1].node, "node-a");
+        assert!(metrics
+            .encode()
+            .contains("egress_agent_records_written_total 2"));
     }
 
     #[test]
