@@ -1,12 +1,11 @@
 //! `agent run`: wires the kernel programs, the pipeline, the output and the HTTP endpoints.
 
 use std::net::SocketAddr;
-
-use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cgroup::{mount, resolver::CgroupResolver};
