@@ -93,13 +93,15 @@ fn delta(key: &FlowKey, previous: Option<&FlowValue>, now: &FlowValue) -> Option
         }
     };
     let Some(p) = previous.filter(|_| !fresh) else {
-        return Some(FlowDelta {
+        let d = FlowDelta {
             key: *key,
             count: now.count,
             outcomes: outcomes(now),
             first_seen_ns: now.first_seen_ns,
             last_seen_ns: now.last_seen_ns.max(now.first_seen_ns),
-        });
+        };
+        // A key inserted but not yet counted (the kernel fills the value after inserting it).
+        return (d.count > 0 || !d.outcomes.is_empty()).then_some(d);
     };
     let (o_now, o_prev) = (outcomes(now), outcomes(p));
     let d = FlowDelta {
@@ -253,6 +255,8 @@ mod tests {
         assert_eq!(p.deltas[0].count, 2);
         assert_eq!(p.deltas[0].first_seen_ns, 900);
         // Same first_seen but counters went backwards is also a re-insertion.
+        let empty = key([10, 0, 0, 3], 80, 6);
+        assert!(agg.poll(&[(empty, value(5, 5, 0, 0))]).deltas.is_empty());
         let p = agg.poll(&[(a, value(900, 990, 1, 0))]);
         assert_eq!(p.deltas[0].count, 1);
     }
