@@ -228,6 +228,11 @@ fn flush(
     writer: &mut FlowWriter,
     metrics: &Metrics,
 ) -> Result<(), Error> {
+    // Counters before the table: see `Pipeline::poll`.
+    let counters = probes
+        .counters()
+        .map_err(|error| tracing::warn!(%error, "cannot read the kernel counters"))
+        .ok();
     let table = match probes.flow_table() {
         Ok(table) => table,
         Err(error) => {
@@ -235,10 +240,6 @@ fn flush(
             return Ok(());
         }
     };
-    let counters = probes
-        .counters()
-        .map_err(|error| tracing::warn!(%error, "cannot read the kernel counters"))
-        .ok();
     let records = lock(pipeline).poll(&table, counters.as_ref(), &BootClock::now(), Instant::now());
     writer.write_batch(&records).map_err(Error::Write)?;
     metrics.records_written(records.len() as u64);
