@@ -295,7 +295,7 @@ mod tests {
         let k = key([198, 18, 0, 10], 443, 6);
         let mut agg = Aggregator::new();
         let p = agg.poll(&[(k, value(1_000_000_000, 2_000_000_000, 3, 0))]);
-        let source = CgroupSourceForTest::host();
+        let source = host_source();
         let clock = BootClock::with_offset(1_700_000_000_000_000_000);
         let r = to_record(
             &p.deltas[0],
@@ -314,18 +314,15 @@ mod tests {
 
         let mut udp = p.deltas[0].clone();
         udp.key.protocol = 17;
-        let r = to_record(&udp, "n", CgroupSourceForTest::host(), vec![], &clock).unwrap();
+        let r = to_record(&udp, "n", host_source(), vec![], &clock).unwrap();
         assert_eq!(r.outcome, Outcome::Sent);
         let mut refused = p.deltas[0].clone();
         refused.outcomes.refused = 1;
-        let r = to_record(&refused, "n", CgroupSourceForTest::host(), vec![], &clock).unwrap();
+        let r = to_record(&refused, "n", host_source(), vec![], &clock).unwrap();
         assert_eq!(r.outcome, Outcome::Refused);
     }
 
-    struct CgroupSourceForTest;
-    impl CgroupSourceForTest {
-        fn host() -> Source {
-            crate::identity::CgroupIdentity::Host.source(&Default::default())
-        }
+    fn host_source() -> Source {
+        crate::identity::CgroupIdentity::Host.source(&Default::default())
     }
 }
