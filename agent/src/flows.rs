@@ -93,13 +93,15 @@ fn delta(key: &FlowKey, previous: Option<&FlowValue>, now: &FlowValue) -> Option
         }
     };
     let Some(p) = previous.filter(|_| !fresh) else {
-        return Some(FlowDelta {
+        let d = FlowDelta {
             key: *key,
             count: now.count,
             outcomes: outcomes(now),
             first_seen_ns: now.first_seen_ns,
             last_seen_ns: now.last_seen_ns.max(now.first_seen_ns),
-        });
+        };
+        // A key inserted but not yet counted (the kernel fills the value after inserting it).
+        return (d.count > 0 || !d.outcomes.is_empty()).then_some(d);
     };
     let (o_now, o_prev) = (outcomes(now), outcomes(p));
     let d = FlowDelta {
@@ -253,6 +255,8 @@ mod tests {
         assert_eq!(p.deltas[0].count, 2);
         assert_eq!(p.deltas[0].first_seen_ns, 900);
         // Same first_seen but counters went backwards is also a re-insertion.
+        let empty = key([10, 0, 0, 3], 80, 6);
+        assert!(agg.poll(&[(empty, value(5, 5, 0, 0))]).deltas.is_empty());
         let p = agg.poll(&[(a, value(900, 990, 1, 0))]);
         assert_eq!(p.deltas[0].count, 1);
     }
@@ -291,7 +295,7 @@ mod tests {
         let k = key([198, 18, 0, 10], 443, 6);
         let mut agg = Aggregator::new();
         let p = agg.poll(&[(k, value(1_000_000_000, 2_000_000_000, 3, 0))]);
-        let source = CgroupSourceForTest::host();
+        let source = host_source();
         let clock = BootClock::with_offset(1_700_000_000_000_000_000);
         let r = to_record(
             &p.deltas[0],
@@ -310,18 +314,15 @@ mod tests {
 
         let mut udp = p.deltas[0].clone();
         udp.key.protocol = 17;
-        let r = to_record(&udp, "n", CgroupSourceForTest::host(), vec![], &clock).unwrap();
+        let r = to_record(&udp, "n", host_source(), vec![], &clock).unwrap();
         assert_eq!(r.outcome, Outcome::Sent);
         let mut refused = p.deltas[0].clone();
         refused.outcomes.refused = 1;
-        let r = to_record(&refused, "n", CgroupSourceForTest::host(), vec![], &clock).unwrap();
+        let r = to_record(&refused, "n", host_source(), vec![], &clock).unwrap();
         assert_eq!(r.outcome, Outcome::Refused);
     }
 
-    struct CgroupSourceForTest;
-    impl CgroupSourceForTest {
-        fn host() -> Source {
-            crate::identity::CgroupIdentity::Host.source(&Default::default())
-        }
+    fn host_source() -> Source {
+        crate::identity::CgroupIdentity::Host.source(&Default::default())
     }
 }

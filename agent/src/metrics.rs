@@ -24,6 +24,7 @@ pub struct Metrics {
     records_written: IntCounter,
     events_lost: IntCounterVec,
     flow_map_evictions: IntCounter,
+    flows_evicted_unreported: IntCounter,
     flows_tracked: IntGauge,
     dns_answers: IntCounterVec,
     pods_file_reload_errors: IntCounter,
@@ -64,6 +65,11 @@ impl Metrics {
             flow_map_evictions: counter(
                 "egress_agent_flow_map_evictions_total",
                 "Flow keys evicted from the kernel's LRU flow table.",
+            ),
+            flows_evicted_unreported: counter(
+                "egress_agent_flows_evicted_unreported_total",
+                "Flow keys evicted from the kernel's flow table before the agent ever read them: \
+                 their traffic was never reported.",
             ),
             flows_tracked: {
                 let g = IntGauge::new(
@@ -124,19 +130,27 @@ impl Metrics {
         advance(&self.cgroups_unresolved, total);
     }
 
-    /// Mirrors the kernel's cumulative counters. `live_entries` is the flow table's current size:
-    /// every key inserted and no longer present was evicted (the agent never deletes keys).
-    pub fn kernel_counters(&self, counters: &[u64; COUNTER_SLOTS as usize], live_entries: u64) {
+    /// Mirrors the kernel's cumulative counters. `live_entries` is the flow table's current size and
+    /// `forgotten` the number of keys the agent saw leave the table. The agent never deletes keys,
+    /// so every key inserted and no longer present was evicted; those the agent never saw were
+    /// evicted before their first report.
+    pub fn kernel_counters(
+        &self,
+        counters: &[u64; COUNTER_SLOTS as usize],
+        live_entries: u64,
+        forgotten: u64,
+    ) {
         for (index, reason) in LOSS_REASONS {
             advance(
                 &self.events_lost.with_label_values(&[reason]),
                 counters[index as usize],
             );
         }
-        let inserted = counters[Counter::FlowInserted as usize];
+        let evicted = counters[Counter::FlowInserted as usize].saturating_sub(live_entries);
+        advance(&self.flow_map_evictions, evicted);
         advance(
-            &self.flow_map_evictions,
-            inserted.saturating_sub(live_entries),
+            &self.flows_evicted_unreported,
+            evicted.saturating_sub(forgotten),
         );
         self.flows_tracked
             .set(i64::try_from(live_entries).unwrap_or(i64::MAX));
@@ -193,12 +207,12 @@ mod tests {
         let mut k = [0u64; COUNTER_SLOTS as usize];
         k[Counter::RingFullNewFlow as usize] = 4;
         k[Counter::FlowInserted as usize] = 100;
-        m.kernel_counters(&k, 90);
+        m.kernel_counters(&k, 90, 0);
         k[Counter::RingFullNewFlow as usize] = 6;
         k[Counter::FlowInserted as usize] = 120;
-        m.kernel_counters(&k, 100);
+        m.kernel_counters(&k, 100, 15);
         // A smaller reading (cannot happen for a live map) never decrements.
-        m.kernel_counters(&[0; COUNTER_SLOTS as usize], 0);
+        m.kernel_counters(&[0; COUNTER_SLOTS as usize], 0, 0);
         m.dns_answer(DnsResult::Rejected);
         m.records_written(3);
         m.flows_observed(2);

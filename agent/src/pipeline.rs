@@ -23,6 +23,8 @@ pub struct Pipeline {
     pods: Option<PodsFile>,
     dns: DnsCache,
     aggregator: Aggregator,
+    /// Keys seen leaving the flow table since start (see `Metrics::kernel_counters`).
+    forgotten: u64,
     metrics: Arc<Metrics>,
 }
 
@@ -40,6 +42,7 @@ impl Pipeline {
             pods,
             dns,
             aggregator: Aggregator::new(),
+            forgotten: 0,
             metrics,
         }
     }
@@ -68,7 +71,9 @@ impl Pipeline {
     }
 
     /// Turns the current flow table into the records of what changed since the last poll.
-    /// `counters` are the kernel's loss counters, when they could be read.
+    /// `counters` are the kernel's loss counters, when they could be read (read them before the
+    /// table: then a key inserted in between makes the eviction estimate low for one poll, never
+    /// high, and counters cannot go back down).
     pub fn poll(
         &mut self,
         table: &[(FlowKey, FlowValue)],
@@ -85,8 +90,10 @@ impl Pipeline {
 
         let poll = self.aggregator.poll(table);
         self.metrics.flows_observed(poll.new_keys);
+        self.forgotten += poll.forgotten;
         if let Some(counters) = counters {
-            self.metrics.kernel_counters(counters, table.len() as u64);
+            self.metrics
+                .kernel_counters(counters, table.len() as u64, self.forgotten);
         }
         // Keep the identity of every cgroup still in the table, changed or not.
         for (key, _) in table {

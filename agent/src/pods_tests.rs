@@ -160,3 +160,87 @@ fn load_and_reload_keep_the_last_good_index() {
     assert_eq!(file.index().len(), 1);
     assert_eq!(file.reload_if_changed(), Reload::Unchanged);
 }
+
+/// A `kubectl get pods -o yaml` List as a real cluster prints it (status, timestamps, probes...).
+#[test]
+fn realistic_kubectl_yaml() {
+    let yaml = r#"apiVersion: v1
+items:
+- apiVersion: v1
+  kind: Pod
+  metadata:
+    creationTimestamp: "2026-11-26T15:58:01Z"
+    generateName: web-5d8f7c9b4-
+    labels:
+      app: web
+      pod-template-hash: 5d8f7c9b4
+    name: web-5d8f7c9b4-x2k4q
+    namespace: shop
+    ownerReferences:
+    - apiVersion: apps/v1
+      blockOwnerDeletion: true
+      controller: true
+      kind: ReplicaSet
+      name: web-5d8f7c9b4
+      uid: 6a1c2a4e-1b0f-4bb5-9d0c-0c6f8f2f7a10
+    resourceVersion: "48213"
+    uid: 9f0e3a54-6c1b-4a4e-8f0e-6f2f6a1d2b3c
+  spec:
+    containers:
+    - image: registry.example.test/web:1.4.2
+      imagePullPolicy: IfNotPresent
+      name: web
+      ports:
+      - containerPort: 8080
+        name: http
+        protocol: TCP
+      readinessProbe:
+        httpGet: {path: /healthz, port: http, scheme: HTTP}
+        periodSeconds: 10
+      resources:
+        limits: {cpu: 500m, memory: 256Mi}
+        requests: {cpu: 100m, memory: 128Mi}
+    dnsPolicy: ClusterFirst
+    nodeName: node-a
+    restartPolicy: Always
+    serviceAccountName: default
+    tolerations:
+    - effect: NoExecute
+      key: node.kubernetes.io/not-ready
+      operator: Exists
+      tolerationSeconds: 300
+  status:
+    conditions:
+    - lastProbeTime: null
+      lastTransitionTime: "2026-11-26T15:58:03Z"
+      status: "True"
+      type: Ready
+    containerStatuses:
+    - containerID: containerd://3b2c0a6f5e1d4c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b
+      image: registry.example.test/web:1.4.2
+      imageID: registry.example.test/web@sha256:0123
+      lastState: {}
+      name: web
+      ready: true
+      restartCount: 0
+      started: true
+      state:
+        running:
+          startedAt: "2026-11-26T15:58:02Z"
+    hostIP: 10.0.0.11
+    phase: Running
+    podIP: 10.244.1.23
+    podIPs:
+    - ip: 10.244.1.23
+    qosClass: Burstable
+    startTime: "2026-11-26T15:58:01Z"
+kind: List
+metadata:
+  resourceVersion: ""
+"#;
+    let pods = parse_pods(yaml, "pods.yaml").unwrap();
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].uid, "9f0e3a54-6c1b-4a4e-8f0e-6f2f6a1d2b3c");
+    assert_eq!(workload(&pods[0]), ("Deployment", "web"));
+    assert_eq!(pods[0].labels.len(), 2);
+}

@@ -1,12 +1,11 @@
 //! `agent run`: wires the kernel programs, the pipeline, the output and the HTTP endpoints.
 
 use std::net::SocketAddr;
-
-use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cgroup::{mount, resolver::CgroupResolver};
@@ -229,6 +228,11 @@ fn flush(
     writer: &mut FlowWriter,
     metrics: &Metrics,
 ) -> Result<(), Error> {
+    // Counters before the table: see `Pipeline::poll`.
+    let counters = probes
+        .counters()
+        .map_err(|error| tracing::warn!(%error, "cannot read the kernel counters"))
+        .ok();
     let table = match probes.flow_table() {
         Ok(table) => table,
         Err(error) => {
@@ -236,10 +240,6 @@ fn flush(
             return Ok(());
         }
     };
-    let counters = probes
-        .counters()
-        .map_err(|error| tracing::warn!(%error, "cannot read the kernel counters"))
-        .ok();
     let records = lock(pipeline).poll(&table, counters.as_ref(), &BootClock::now(), Instant::now());
     writer.write_batch(&records).map_err(Error::Write)?;
     metrics.records_written(records.len() as u64);

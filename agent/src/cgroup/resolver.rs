@@ -167,6 +167,31 @@ mod tests {
         assert_eq!(r.last_scan, scanned);
     }
 
+    /// On the real cgroup2 hierarchy (root only): `cargo test -p agent -- --ignored real_cgroup`.
+    #[test]
+    #[ignore = "needs root and a cgroup2 mount"]
+    fn real_cgroup_ids_are_directory_inodes() {
+        let root = crate::cgroup::mount::find_cgroup2_root().unwrap();
+        let name = format!("egress-agent-test-{}", std::process::id());
+        let dir = root.join(&name);
+        std::fs::create_dir(&dir).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            let mut r = CgroupResolver::new(root.clone(), Duration::ZERO);
+            assert_eq!(r.resolve(ino(&root)), Some("/"));
+            assert_eq!(
+                r.resolve(ino(&dir)).map(str::to_owned),
+                Some(format!("/{name}"))
+            );
+            // The kernel's id for this process's own cgroup resolves to /proc/self/cgroup's path.
+            let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+            let own_path = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+            let own_dir = root.join(own_path.trim_start_matches('/'));
+            assert_eq!(r.resolve(ino(&own_dir)), Some(own_path));
+        });
+        std::fs::remove_dir(&dir).unwrap();
+        result.unwrap();
+    }
+
     #[test]
     fn missing_root_resolves_nothing() {
         let mut r = CgroupResolver::new(PathBuf::from("/nonexistent/cgroup"), Duration::ZERO);

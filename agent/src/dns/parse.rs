@@ -4,12 +4,17 @@
 //! addresses reached from the question name through the CNAME chain (bounded), nothing else.
 //! Records off the chain (additional data, stray answers) are ignored, so a response cannot attach a
 //! name to an address it was not asked about.
+//!
+//! The kernel copies at most `DNS_CAPTURE_MAX` bytes of an answer. A cut answer is used when its
+//! header, question and whole answer section are within the copy (what is lost is authority and
+//! additional data, which are not used); otherwise it is rejected.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::op::{Header, Message, MessageType, ResponseCode};
 use hickory_proto::rr::{Name, RData};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 /// Longest CNAME chain followed; resolvers themselves give up around 8–16.
 pub const MAX_CNAME_CHAIN: usize = 16;
@@ -73,10 +78,34 @@ pub fn parse_answer(
     }
     let message = match Message::from_vec(message) {
         Ok(m) => m,
-        Err(_) if cut => return Err(Rejected::Cut),
+        Err(_) if cut => decode_through_answers(message).ok_or(Rejected::Cut)?,
         Err(error) => return Err(Rejected::Malformed(error.to_string())),
     };
     resolved_addrs(&message)
+}
+
+/// Decodes the header, the questions and the answer section only (all by hickory), for a message
+/// whose later sections were cut by the capture.
+fn decode_through_answers(bytes: &[u8]) -> Option<Message> {
+    let mut decoder = BinDecoder::new(bytes);
+    let header = Header::read(&mut decoder).ok()?;
+    let queries = Message::read_queries(&mut decoder, header.counts.queries.into()).ok()?;
+    let (answers, _, _) = Message::read_records(
+        &mut decoder,
+        header.counts.answers.into(),
+        false,
+        header.metadata.op_code,
+    )
+    .ok()?;
+    let mut message = Message::new(
+        header.metadata.id,
+        header.metadata.message_type,
+        header.metadata.op_code,
+    );
+    message.metadata = header.metadata;
+    message.queries = queries;
+    message.answers = answers;
+    Some(message)
 }
 
 fn resolved_addrs(message: &Message) -> Result<Vec<ResolvedAddr>, Rejected> {
@@ -274,6 +303,34 @@ pub(crate) mod tests {
             parse_answer(17, cut, cut.len() as u32),
             Err(Rejected::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn cut_captures_with_a_complete_answer_section_are_used() {
+        let mut m = Message::response(7, OpCode::Query);
+        m.add_query(Query::query(name("api.example.test."), RecordType::A));
+        m.add_answer(Record::from_rdata(
+            name("api.example.test."),
+            60,
+            a("198.18.0.10"),
+        ));
+        let answers_only = m.to_vec().unwrap().len();
+        for i in 0..20 {
+            m.add_additional(Record::from_rdata(
+                name(&format!("ns{i}.example.test.")),
+                60,
+                a("198.18.1.1"),
+            ));
+        }
+        let full = m.to_vec().unwrap();
+        // Cut inside the additional section: the answer is still complete.
+        let cut = &full[..answers_only + 10];
+        let got = parse_answer(17, cut, full.len() as u32).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].ip, "198.18.0.10".parse::<IpAddr>().unwrap());
+        // Cut inside the answer section: rejected.
+        let cut = &full[..answers_only - 2];
+        assert_eq!(parse_answer(17, cut, full.len() as u32), Err(Rejected::Cut));
     }
 
     #[test]
