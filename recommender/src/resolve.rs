@@ -102,10 +102,7 @@ pub fn describe(record: &FlowRecord) -> String {
         _ => format!("pod on {}", record.node),
     };
     let d = &record.destination;
-    let address = match d.ip {
-        IpAddr::V4(ip) => format!("{ip}:{}", d.port),
-        IpAddr::V6(ip) => format!("[{ip}]:{}", d.port),
-    };
+    let address = std::net::SocketAddr::new(d.ip, d.port);
     format!("{who} -> {address}/{}", d.protocol)
 }
 

@@ -54,10 +54,13 @@ pub fn named_ports(pod: &Pod) -> Vec<NamedPort> {
     let Some(spec) = &pod.spec else {
         return Vec::new();
     };
-    let containers = spec
-        .containers
+    // Only init containers with `restartPolicy: Always` (sidecars) keep running and can serve.
+    let sidecars = spec
+        .init_containers
         .iter()
-        .chain(spec.init_containers.iter().flatten());
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let containers = spec.containers.iter().chain(sidecars);
     let mut ports: Vec<NamedPort> = containers
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
