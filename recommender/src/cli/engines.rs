@@ -1,11 +1,11 @@
-//! The seam between the CLI and the synthesis and evaluator engines, which are developed on their
-//! own branches: each call is one function here, so that wiring them in is a one-line change.
+//! The seam between the CLI and the synthesis and evaluator engines. The synthesis is developed on
+//! its own branch: wiring it in is the one-line change in [`recommend`].
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::cluster::Cluster;
 use crate::error::Error;
-use crate::policy::Connection;
+use crate::policy::{Connection, PolicySet};
 use crate::resolve::ResolvedFlow;
 use crate::synth::Options;
 
@@ -22,9 +22,9 @@ pub fn recommend(
     ))
 }
 
-/// Judges connections against one set of policies.
-pub struct Evaluator<'p> {
-    policies: &'p [NetworkPolicy],
+/// Judges connections against one set of policies, compiled once.
+pub struct Evaluator {
+    set: PolicySet,
 }
 
 /// Whether a connection is allowed, and the evaluator's one-line explanation, whose first word is
@@ -34,19 +34,25 @@ pub struct Judgement {
     pub reason: String,
 }
 
-impl<'p> Evaluator<'p> {
-    /// Fails (bad input) when the policies hold something the API server would reject.
-    pub fn new(policies: &'p [NetworkPolicy]) -> Result<Self, Error> {
-        Ok(Evaluator { policies })
+impl Evaluator {
+    /// Fails (bad input) when the policies hold something the API server would reject: the
+    /// evaluator would make it match nothing, and a verdict on such input misleads.
+    pub fn new(policies: &[NetworkPolicy]) -> Result<Self, Error> {
+        let set = PolicySet::new(policies);
+        if !set.problems().is_empty() {
+            return Err(Error::BadInput(format!(
+                "invalid NetworkPolicies: {}",
+                set.problems().join("; ")
+            )));
+        }
+        Ok(Evaluator { set })
     }
 
-    pub fn judge(&self, conn: &Connection) -> Result<Judgement, Error> {
-        // Once merged:
-        // let v = crate::policy::evaluate(self.policies, conn);
-        // Ok(Judgement { allowed: v.allowed, reason: v.to_string() })
-        let _ = (self.policies, conn);
-        Err(Error::Unavailable(
-            "the NetworkPolicy evaluator (recommender::policy::evaluate)",
-        ))
+    pub fn judge(&self, conn: &Connection) -> Judgement {
+        let verdict = self.set.evaluate(conn);
+        Judgement {
+            allowed: verdict.allowed,
+            reason: verdict.to_string(),
+        }
     }
 }

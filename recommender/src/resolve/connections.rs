@@ -8,7 +8,7 @@ use flow_model::{FlowRecord, Protocol};
 use k8s_openapi::api::core::v1::Pod;
 
 use super::{describe, service_name, source_pod};
-use crate::cluster::{named_ports, pod_ip_like, service_port, Cluster, IpOwner};
+use crate::cluster::{service_port, Cluster, IpOwner};
 use crate::policy::{Connection, Endpoint};
 
 /// The connections one flow stands for.
@@ -28,27 +28,29 @@ pub struct Connections {
 /// described from the record (labels, namespace), without an address.
 pub fn connections_for(cluster: &Cluster, record: &FlowRecord) -> Connections {
     let d = &record.destination;
-    let from = match source_pod(cluster, record) {
-        Ok(Some(pod)) => pod_endpoint(cluster, pod, d.ip),
-        Ok(None) => {
-            let source = &record.source;
-            let namespace = source.namespace.clone().unwrap_or_default();
-            Endpoint::Pod {
-                namespace_labels: cluster.namespace_labels(&namespace),
-                namespace,
-                name: source.pod.clone().unwrap_or_default(),
-                labels: source.labels.clone(),
-                ip: None,
-                ports: Vec::new(),
+    // source_pod() leaves out hostNetwork pods, the only ones without an endpoint.
+    let from =
+        match source_pod(cluster, record).map(|p| p.and_then(|p| pod_endpoint(cluster, p, d.ip))) {
+            Ok(Some(endpoint)) => endpoint,
+            Ok(None) => {
+                let source = &record.source;
+                let namespace = source.namespace.clone().unwrap_or_default();
+                Endpoint::Pod {
+                    namespace_labels: cluster.namespace_labels(&namespace),
+                    namespace,
+                    name: source.pod.clone().unwrap_or_default(),
+                    labels: source.labels.clone(),
+                    ip: None,
+                    ports: Vec::new(),
+                }
             }
-        }
-        Err(why) => {
-            return Connections {
-                notes: vec![format!("{}: {why}", describe(record))],
-                ..Connections::default()
+            Err(why) => {
+                return Connections {
+                    notes: vec![format!("{}: {why}", describe(record))],
+                    ..Connections::default()
+                }
             }
-        }
-    };
+        };
     let mut connections = connections_to(cluster, from, d.ip, d.port, d.protocol);
     for note in &mut connections.notes {
         *note = format!("{}: {note}", describe(record));
@@ -97,7 +99,9 @@ pub fn connections_to(
         .map(|backend| Connection {
             from: from.clone(),
             to: match backend.owner {
-                IpOwner::Pod(pod) => pod_endpoint(cluster, pod, backend.ip),
+                IpOwner::Pod(pod) => {
+                    pod_endpoint(cluster, pod, backend.ip).unwrap_or(Endpoint::Ip(backend.ip))
+                }
                 IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(backend.ip),
             },
             port: backend.port,
@@ -107,30 +111,19 @@ pub fn connections_to(
     out
 }
 
-/// A pod as an evaluator endpoint, with its address in the family of `family`. A hostNetwork pod
-/// is its node's address ([`Endpoint::Ip`]); a pod with no address in that family is
-/// [`Endpoint::Pod`] without `ip`.
-pub fn pod_endpoint(cluster: &Cluster, pod: &Pod, family: IpAddr) -> Endpoint {
-    let ip = pod_ip_like(pod, family);
-    if let (IpOwner::Node { .. }, Some(ip)) = (cluster.owner_of_pod(pod), ip) {
-        return Endpoint::Ip(ip);
-    }
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    Endpoint::Pod {
-        namespace_labels: cluster.namespace_labels(&namespace),
-        namespace,
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
-        ip,
-        ports: named_ports(pod),
-    }
+/// A pod as an evaluator endpoint for a connection in the family of `family`
+/// ([`Endpoint::from_pod`] with the namespace's labels). `None` for a hostNetwork pod without an
+/// address in that family.
+pub fn pod_endpoint(cluster: &Cluster, pod: &Pod, family: IpAddr) -> Option<Endpoint> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    Endpoint::from_pod(pod, &cluster.namespace_labels(namespace), family.is_ipv6())
 }
 
 /// An address as an evaluator endpoint: the pod that has it, or just the address (nodes,
 /// hostNetwork pods, anything outside the snapshot).
 pub fn ip_endpoint(cluster: &Cluster, ip: IpAddr) -> Endpoint {
     match cluster.ip_owner(ip) {
-        IpOwner::Pod(pod) => pod_endpoint(cluster, pod, ip),
+        IpOwner::Pod(pod) => pod_endpoint(cluster, pod, ip).unwrap_or(Endpoint::Ip(ip)),
         IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(ip),
     }
 }
