@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 
 use super::engines::{Evaluator, Judgement};
 use super::{inputs, print, EvaluateArgs};
-use crate::cluster::{pod_ips, Cluster};
+use crate::cluster::{is_host_network, pod_ip_like, pod_ips, Cluster};
 use crate::error::Error;
 use crate::policy::{Connection, Endpoint};
 use crate::resolve::{connections_to, ip_endpoint, pod_endpoint};
@@ -41,12 +41,13 @@ fn endpoint_of(
     flag: &str,
     value: &str,
 ) -> Result<Endpoint, Error> {
-    pod_endpoint(cluster, pod, family).ok_or_else(|| {
+    if is_host_network(pod) && pod_ip_like(pod, family).is_none() {
         let family = if family.is_ipv6() { "IPv6" } else { "IPv4" };
-        Error::BadInput(format!(
+        return Err(Error::BadInput(format!(
             "{flag} {value}: a hostNetwork pod without an {family} address"
-        ))
-    })
+        )));
+    }
+    Ok(pod_endpoint(cluster, pod, family))
 }
 
 pub(super) fn run(args: &EvaluateArgs) -> Result<i32, Error> {

@@ -2,7 +2,7 @@
 //! translation (NetworkPolicy is enforced after DNAT, so a connection to a ClusterIP becomes one
 //! connection per backend, on that backend's targetPort).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flow_model::{FlowRecord, Protocol};
 use k8s_openapi::api::core::v1::Pod;
@@ -28,29 +28,28 @@ pub struct Connections {
 /// described from the record (labels, namespace), without an address.
 pub fn connections_for(cluster: &Cluster, record: &FlowRecord) -> Connections {
     let d = &record.destination;
-    // source_pod() leaves out hostNetwork pods, the only ones without an endpoint.
-    let from =
-        match source_pod(cluster, record).map(|p| p.and_then(|p| pod_endpoint(cluster, p, d.ip))) {
-            Ok(Some(endpoint)) => endpoint,
-            Ok(None) => {
-                let source = &record.source;
-                let namespace = source.namespace.clone().unwrap_or_default();
-                Endpoint::Pod {
-                    namespace_labels: cluster.namespace_labels(&namespace),
-                    namespace,
-                    name: source.pod.clone().unwrap_or_default(),
-                    labels: source.labels.clone(),
-                    ip: None,
-                    ports: Vec::new(),
-                }
+    let from = match source_pod(cluster, record).map(|p| p.map(|p| pod_endpoint(cluster, p, d.ip)))
+    {
+        Ok(Some(endpoint)) => endpoint,
+        Ok(None) => {
+            let source = &record.source;
+            let namespace = source.namespace.clone().unwrap_or_default();
+            Endpoint::Pod {
+                namespace_labels: cluster.namespace_labels(&namespace),
+                namespace,
+                name: source.pod.clone().unwrap_or_default(),
+                labels: source.labels.clone(),
+                ip: None,
+                ports: Vec::new(),
             }
-            Err(why) => {
-                return Connections {
-                    notes: vec![format!("{}: {why}", describe(record))],
-                    ..Connections::default()
-                }
+        }
+        Err(why) => {
+            return Connections {
+                notes: vec![format!("{}: {why}", describe(record))],
+                ..Connections::default()
             }
-        };
+        }
+    };
     let mut connections = connections_to(cluster, from, d.ip, d.port, d.protocol);
     for note in &mut connections.notes {
         *note = format!("{}: {note}", describe(record));
@@ -99,9 +98,7 @@ pub fn connections_to(
         .map(|backend| Connection {
             from: from.clone(),
             to: match backend.owner {
-                IpOwner::Pod(pod) => {
-                    pod_endpoint(cluster, pod, backend.ip).unwrap_or(Endpoint::Ip(backend.ip))
-                }
+                IpOwner::Pod(pod) => pod_endpoint(cluster, pod, backend.ip),
                 IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(backend.ip),
             },
             port: backend.port,
@@ -112,18 +109,24 @@ pub fn connections_to(
 }
 
 /// A pod as an evaluator endpoint for a connection in the family of `family`
-/// ([`Endpoint::from_pod`] with the namespace's labels). `None` for a hostNetwork pod without an
-/// address in that family.
-pub fn pod_endpoint(cluster: &Cluster, pod: &Pod, family: IpAddr) -> Option<Endpoint> {
+/// ([`Endpoint::from_pod`] with the namespace's labels). A hostNetwork pod is its address; one
+/// without an address in that family (it cannot take part in such a connection) is the unspecified
+/// address of that family.
+pub fn pod_endpoint(cluster: &Cluster, pod: &Pod, family: IpAddr) -> Endpoint {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    Endpoint::from_pod(pod, &cluster.namespace_labels(namespace), family.is_ipv6())
+    Endpoint::from_pod(pod, &cluster.namespace_labels(namespace), family.is_ipv6()).unwrap_or(
+        Endpoint::Ip(match family {
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        }),
+    )
 }
 
 /// An address as an evaluator endpoint: the pod that has it, or just the address (nodes,
 /// hostNetwork pods, anything outside the snapshot).
 pub fn ip_endpoint(cluster: &Cluster, ip: IpAddr) -> Endpoint {
     match cluster.ip_owner(ip) {
-        IpOwner::Pod(pod) => pod_endpoint(cluster, pod, ip).unwrap_or(Endpoint::Ip(ip)),
+        IpOwner::Pod(pod) => pod_endpoint(cluster, pod, ip),
         IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(ip),
     }
 }
