@@ -7,7 +7,9 @@
 //! - destination, in this order:
 //!   1. a Service ClusterIP (either family): the Service port with the flow's port and protocol; a
 //!      port the Service does not have is *unresolved* (skipped with a note): kube-proxy drops or
-//!      rejects such traffic, so it reached nothing a policy should allow. Then every backend of
+//!      rejects such traffic, so it reached nothing a policy should allow. An external or
+//!      load-balancer IP of a Service on one of its ports counts too (see
+//!      [`Cluster::service_route`]: in-cluster traffic to it never leaves). Then every backend of
 //!      that port ([`Cluster::backends`]) with its own targetPort: pods → [`Peer::Pods`] of their
 //!      workload; `default/kubernetes` → [`Peer::ApiServer`] per endpoint; nodes and hostNetwork
 //!      pods → [`Peer::Node`]; addresses outside the snapshot (selector-less Services) →
@@ -28,11 +30,11 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use flow_model::{FlowRecord, Protocol, SourceKind, WorkloadRef};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use flow_model::{Destination, FlowRecord, Protocol, SourceKind, WorkloadRef};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 
 use crate::cluster::{
-    is_apiserver_service, is_cluster_dns, is_host_network, service_port, target_port, Cluster,
+    is_apiserver_service, is_cluster_dns, is_host_network, qualified_name, target_port, Cluster,
     IpOwner,
 };
 
@@ -226,8 +228,11 @@ fn peers(
     note: &mut impl FnMut(String),
 ) -> Result<Vec<(Peer, u16)>, String> {
     let d = &record.destination;
-    if let Some(service) = cluster.service_by_cluster_ip(d.ip) {
-        return service_peers(cluster, service, d.ip, d.port, d.protocol, note);
+    if let Some((service, service_port)) = cluster
+        .service_route(d.ip, d.port, d.protocol)
+        .map_err(|why| format!("{why}: the traffic reached no backend; unresolved"))?
+    {
+        return service_peers(cluster, service, service_port, d, note);
     }
     if cluster.apiserver_addresses().contains(&d.ip) {
         return Ok(vec![(Peer::ApiServer { ip: d.ip }, d.port)]);
@@ -249,17 +254,14 @@ fn peers(
 fn service_peers(
     cluster: &Cluster,
     service: &Service,
-    ip: IpAddr,
-    port: u16,
-    protocol: Protocol,
+    service_port: &ServicePort,
+    destination: &Destination,
     note: &mut impl FnMut(String),
 ) -> Result<Vec<(Peer, u16)>, String> {
-    let name = service_name(service);
-    let Some(service_port) = service_port(service, port, protocol) else {
-        return Err(format!(
-            "Service {name} has no port {port}/{protocol}: the traffic reached no backend; unresolved"
-        ));
-    };
+    let name = qualified_name(service);
+    let Destination {
+        ip, port, protocol, ..
+    } = *destination;
     let backends = cluster.backends(service, service_port, ip);
     if backends.is_empty() {
         if is_cluster_dns(service) {
@@ -336,13 +338,4 @@ fn pod_peer(cluster: &Cluster, pod: &Pod, via: Option<&Service>) -> Result<Peer,
         service: via.and_then(|s| s.metadata.name.clone()),
         cluster_dns: dns.is_some(),
     })
-}
-
-/// `namespace/name` of a Service.
-pub(crate) fn service_name(service: &Service) -> String {
-    format!(
-        "{}/{}",
-        service.metadata.namespace.as_deref().unwrap_or_default(),
-        service.metadata.name.as_deref().unwrap_or_default()
-    )
 }

@@ -207,6 +207,39 @@ fn multi_port_dual_stack_service() {
 }
 
 #[test]
+fn load_balancer_and_external_ips_go_through_the_service_on_its_ports() {
+    let c = fixture::cluster();
+    let web = pods_peer(
+        "shop",
+        workload("Deployment", "web"),
+        &[("app", "web")],
+        Some("web-public"),
+        false,
+    );
+    assert_eq!(
+        peers(&c, &flow("data/debug", "203.0.113.11", 443, "TCP")),
+        [(web.clone(), 8080)]
+    );
+    assert_eq!(
+        peers(&c, &flow("data/debug", "198.51.100.7", 443, "TCP")),
+        [(web, 8080)]
+    );
+    // The same address on a port the Service does not have is the node's.
+    let node = Peer::Node {
+        ip: ip("203.0.113.11"),
+        node: "node-a".into(),
+    };
+    assert_eq!(
+        peers(&c, &flow("data/debug", "203.0.113.11", 10250, "TCP")),
+        [(node, 10250)]
+    );
+    let conns = resolve::connections_for(&c, &flow("data/debug", "198.51.100.7", 443, "TCP"));
+    assert_eq!(conns.service.as_deref(), Some("shop/web-public"));
+    assert_eq!(conns.connections.len(), 3);
+    assert!(conns.connections.iter().all(|c| c.port == 8080));
+}
+
+#[test]
 fn apiserver_through_the_kubernetes_service_and_directly() {
     let c = fixture::cluster();
     let api = Peer::ApiServer { ip: ip("10.0.0.1") };

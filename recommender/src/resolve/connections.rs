@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flow_model::{FlowRecord, Protocol};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{describe, service_name, source_pod};
-use crate::cluster::{service_port, Cluster, IpOwner};
+use super::{describe, source_pod};
+use crate::cluster::{qualified_name, Cluster, IpOwner};
 use crate::policy::{Connection, Endpoint};
 
 /// The connections one flow stands for.
@@ -66,26 +66,30 @@ pub fn connections_to(
     port: u16,
     protocol: Protocol,
 ) -> Connections {
-    let Some(service) = cluster.service_by_cluster_ip(ip) else {
-        return Connections {
-            connections: vec![Connection {
-                from,
-                to: ip_endpoint(cluster, ip),
-                port,
-                protocol,
-            }],
-            ..Connections::default()
-        };
+    let direct = |notes: Vec<String>| Connections {
+        connections: vec![Connection {
+            from: from.clone(),
+            to: ip_endpoint(cluster, ip),
+            port,
+            protocol,
+        }],
+        service: None,
+        notes,
     };
-    let name = service_name(service);
+    let (service, service_port) = match cluster.service_route(ip, port, protocol) {
+        Ok(Some(route)) => route,
+        Ok(None) => return direct(Vec::new()),
+        Err(why) => {
+            return Connections {
+                notes: vec![why],
+                ..Connections::default()
+            }
+        }
+    };
+    let name = qualified_name(service);
     let mut out = Connections {
         service: Some(name.clone()),
         ..Connections::default()
-    };
-    let Some(service_port) = service_port(service, port, protocol) else {
-        out.notes
-            .push(format!("Service {name} has no port {port}/{protocol}"));
-        return out;
     };
     let backends = cluster.backends(service, service_port, ip);
     if backends.is_empty() {
