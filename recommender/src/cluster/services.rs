@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use flow_model::Protocol;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 
-use super::pods::parse_protocol;
+use super::pods::{parse_protocol, AddressMatcher};
 use super::Cluster;
 
 /// The Service's ClusterIPs (`spec.clusterIPs`, both families, and `spec.clusterIP`), parsed.
@@ -112,7 +112,15 @@ pub(crate) fn matches(
 impl Cluster {
     /// The Service with `ip` among its ClusterIPs.
     pub fn service_by_cluster_ip(&self, ip: IpAddr) -> Option<&Service> {
-        self.services.iter().find(|s| cluster_ips(s).contains(&ip))
+        let matcher = AddressMatcher::new(ip);
+        self.services.iter().find(|s| {
+            s.spec.as_ref().is_some_and(|spec| {
+                let listed = spec.cluster_ips.iter().flatten().map(String::as_str);
+                listed
+                    .chain(spec.cluster_ip.as_deref())
+                    .any(|a| matcher.matches(a))
+            })
+        })
     }
 
     /// The Service (and its port) that a connection to `ip:port/protocol` goes through, if any:
