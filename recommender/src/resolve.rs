@@ -191,6 +191,15 @@ pub(crate) fn source_pod<'c>(
     Ok(pod)
 }
 
+/// The namespace of a record whose pod is not in the snapshot.
+pub(crate) fn record_namespace(record: &FlowRecord) -> Result<String, String> {
+    record
+        .source
+        .namespace
+        .clone()
+        .ok_or_else(|| "source pod has no namespace and is not in the cluster snapshot".into())
+}
+
 fn source_workload(cluster: &Cluster, record: &FlowRecord) -> Result<SourceWorkload, String> {
     if let Some(pod) = source_pod(cluster, record)? {
         return Ok(SourceWorkload {
@@ -200,10 +209,7 @@ fn source_workload(cluster: &Cluster, record: &FlowRecord) -> Result<SourceWorkl
         });
     }
     let source = &record.source;
-    let namespace = source
-        .namespace
-        .clone()
-        .ok_or("source pod has no namespace and is not in the cluster snapshot")?;
+    let namespace = record_namespace(record)?;
     let workload = match (&source.workload, &source.pod) {
         (Some(w), _) => cluster.top_workload(&namespace, w, Some(&source.labels)),
         (None, Some(pod)) => WorkloadRef {

@@ -343,6 +343,12 @@ fn unresolvable_records_are_notes() {
         "TCP",
     ));
     assert!(n.contains("hostNetwork"), "{n}");
+    let mut anonymous = flow("shop/gone-pod", "198.18.0.10", 443, "TCP");
+    anonymous.source.namespace = None;
+    let n = note(anonymous.clone());
+    assert!(n.contains("no namespace"), "{n}");
+    let conns = resolve::connections_for(&c, &anonymous);
+    assert!(conns.connections.is_empty() && conns.notes[0].contains("no namespace"));
     let mut host = flow(WEB, "10.0.0.1", 6443, "TCP");
     host.source = serde_json::from_value(serde_json::json!({"kind": "host"})).unwrap();
     let n = note(host);

@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flow_model::{FlowRecord, Protocol};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{describe, source_pod};
+use super::{describe, record_namespace, source_pod};
 use crate::cluster::{qualified_name, Cluster, IpOwner};
 use crate::policy::{Connection, Endpoint};
 
@@ -28,21 +28,8 @@ pub struct Connections {
 /// described from the record (labels, namespace), without an address.
 pub fn connections_for(cluster: &Cluster, record: &FlowRecord) -> Connections {
     let d = &record.destination;
-    let from = match source_pod(cluster, record).map(|p| p.map(|p| pod_endpoint(cluster, p, d.ip)))
-    {
-        Ok(Some(endpoint)) => endpoint,
-        Ok(None) => {
-            let source = &record.source;
-            let namespace = source.namespace.clone().unwrap_or_default();
-            Endpoint::Pod {
-                namespace_labels: cluster.namespace_labels(&namespace),
-                namespace,
-                name: source.pod.clone().unwrap_or_default(),
-                labels: source.labels.clone(),
-                ip: None,
-                ports: Vec::new(),
-            }
-        }
+    let from = match source_endpoint(cluster, record) {
+        Ok(from) => from,
         Err(why) => {
             return Connections {
                 notes: vec![format!("{}: {why}", describe(record))],
@@ -55,6 +42,23 @@ pub fn connections_for(cluster: &Cluster, record: &FlowRecord) -> Connections {
         *note = format!("{}: {note}", describe(record));
     }
     connections
+}
+
+/// The record's source as an endpoint (see [`connections_for`]), or why there is none.
+fn source_endpoint(cluster: &Cluster, record: &FlowRecord) -> Result<Endpoint, String> {
+    if let Some(pod) = source_pod(cluster, record)? {
+        return Ok(pod_endpoint(cluster, pod, record.destination.ip));
+    }
+    let source = &record.source;
+    let namespace = record_namespace(record)?;
+    Ok(Endpoint::Pod {
+        namespace_labels: cluster.namespace_labels(&namespace),
+        namespace,
+        name: source.pod.clone().unwrap_or_default(),
+        labels: source.labels.clone(),
+        ip: None,
+        ports: Vec::new(),
+    })
 }
 
 /// The connections `from` makes when it connects to `ip:port/protocol`: through the Service when
