@@ -39,8 +39,10 @@ use crate::cluster::{
 };
 
 mod connections;
+mod resolver;
 
 pub use connections::{connections_for, connections_to, ip_endpoint, pod_endpoint, Connections};
+pub use resolver::Resolver;
 
 /// The source workload of a flow, as policies select it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -122,14 +124,15 @@ pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowR
     merged.into_values().collect()
 }
 
-/// Resolves every record (merge them with [`merge_records`] first).
+/// Resolves every record (merge them with [`merge_records`] first), with one [`Resolver`].
 pub fn resolve_all<'r>(
     cluster: &Cluster,
     records: impl IntoIterator<Item = &'r FlowRecord>,
 ) -> Resolution {
+    let mut resolver = Resolver::new(cluster);
     let mut all = Resolution::default();
     for record in records {
-        let one = resolve(cluster, record);
+        let one = resolver.resolve(record);
         all.flows.extend(one.flows);
         all.notes.extend(one.notes);
     }
@@ -137,37 +140,10 @@ pub fn resolve_all<'r>(
 }
 
 /// Resolves one record: one [`ResolvedFlow`] per distinct (peer, port) it reached; none, with a
-/// note, when it cannot be resolved (see the module comment for the rules).
+/// note, when it cannot be resolved (see the module comment for the rules). For many records, a
+/// [`Resolver`] does the same with memoized lookups.
 pub fn resolve(cluster: &Cluster, record: &FlowRecord) -> Resolution {
-    let mut out = Resolution::default();
-    let mut note = |why: String| out.notes.push(format!("{}: {why}", describe(record)));
-    let source = match source_workload(cluster, record) {
-        Ok(source) => source,
-        Err(why) => {
-            note(why);
-            return out;
-        }
-    };
-    let mut peers = match peers(cluster, record, &mut note) {
-        Ok(peers) => peers,
-        Err(why) => {
-            note(why);
-            return out;
-        }
-    };
-    peers.sort();
-    peers.dedup();
-    out.flows = peers
-        .into_iter()
-        .map(|(peer, port)| ResolvedFlow {
-            source: source.clone(),
-            peer,
-            port,
-            protocol: record.destination.protocol,
-            record: record.clone(),
-        })
-        .collect();
-    out
+    Resolver::new(cluster).resolve(record)
 }
 
 /// The record's source pod in the snapshot (`None` when absent), or why the record has no pod
@@ -200,7 +176,10 @@ pub(crate) fn record_namespace(record: &FlowRecord) -> Result<String, String> {
         .ok_or_else(|| "source pod has no namespace and is not in the cluster snapshot".into())
 }
 
-fn source_workload(cluster: &Cluster, record: &FlowRecord) -> Result<SourceWorkload, String> {
+pub(crate) fn source_workload(
+    cluster: &Cluster,
+    record: &FlowRecord,
+) -> Result<SourceWorkload, String> {
     if let Some(pod) = source_pod(cluster, record)? {
         return Ok(SourceWorkload {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -226,48 +205,83 @@ fn source_workload(cluster: &Cluster, record: &FlowRecord) -> Result<SourceWorkl
     })
 }
 
-/// The peers (with the port they receive on) of the record's destination. `Err` when the
-/// destination cannot be resolved at all; `note` takes backends skipped on the way.
+/// What a destination address resolves to, whoever sent the traffic: the peers with the port
+/// they receive on, or why there are none, and notes on backends left out. An
+/// [`Peer::External`] for the address itself carries no DNS names here: they come from each
+/// record ([`DestinationPeers::for_record`]).
+#[derive(Clone, Debug)]
+pub(crate) struct DestinationPeers {
+    pub peers: Result<Vec<(Peer, u16)>, String>,
+    pub notes: Vec<String>,
+}
+
+impl DestinationPeers {
+    pub fn new(cluster: &Cluster, ip: IpAddr, port: u16, protocol: Protocol) -> Self {
+        let mut notes = Vec::new();
+        let peers =
+            peers(cluster, ip, port, protocol, &mut |note| notes.push(note)).map(|mut peers| {
+                peers.sort();
+                peers.dedup();
+                peers
+            });
+        DestinationPeers { peers, notes }
+    }
+
+    /// The peers of `destination`, with its DNS names on the external peer that is the address
+    /// itself.
+    pub fn for_record(&self, destination: &Destination) -> Result<Vec<(Peer, u16)>, String> {
+        let mut peers = self.peers.clone()?;
+        for (peer, _) in &mut peers {
+            if let Peer::External { ip, dns_names } = peer {
+                if *ip == destination.ip {
+                    dns_names.clone_from(&destination.dns_names);
+                }
+            }
+        }
+        Ok(peers)
+    }
+}
+
+/// The peers (with the port they receive on) of a destination. `Err` when the destination cannot
+/// be resolved at all; `note` takes backends skipped on the way.
 fn peers(
     cluster: &Cluster,
-    record: &FlowRecord,
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
     note: &mut impl FnMut(String),
 ) -> Result<Vec<(Peer, u16)>, String> {
-    let d = &record.destination;
     if let Some((service, service_port)) = cluster
-        .service_route(d.ip, d.port, d.protocol)
+        .service_route(ip, port, protocol)
         .map_err(|why| format!("{why}: the traffic reached no backend; unresolved"))?
     {
-        return service_peers(cluster, service, service_port, d, note);
+        return service_peers(cluster, service, service_port, (ip, port, protocol), note);
     }
-    if cluster.apiserver_addresses().contains(&d.ip) {
-        return Ok(vec![(Peer::ApiServer { ip: d.ip }, d.port)]);
+    if cluster.apiserver_addresses().contains(&ip) {
+        return Ok(vec![(Peer::ApiServer { ip }, port)]);
     }
-    let peer = match cluster.ip_owner(d.ip) {
+    let peer = match cluster.ip_owner(ip) {
         IpOwner::Pod(pod) => pod_peer(cluster, pod, None)?,
         IpOwner::Node { node } => Peer::Node {
-            ip: d.ip,
+            ip,
             node: node.unwrap_or_default().to_owned(),
         },
         IpOwner::Unknown => Peer::External {
-            ip: d.ip,
-            dns_names: d.dns_names.clone(),
+            ip,
+            dns_names: Vec::new(),
         },
     };
-    Ok(vec![(peer, d.port)])
+    Ok(vec![(peer, port)])
 }
 
 fn service_peers(
     cluster: &Cluster,
     service: &Service,
     service_port: &ServicePort,
-    destination: &Destination,
+    (ip, port, protocol): (IpAddr, u16, Protocol),
     note: &mut impl FnMut(String),
 ) -> Result<Vec<(Peer, u16)>, String> {
     let name = qualified_name(service);
-    let Destination {
-        ip, port, protocol, ..
-    } = *destination;
     let backends = cluster.backends(service, service_port, ip);
     if backends.is_empty() {
         if is_cluster_dns(service) {

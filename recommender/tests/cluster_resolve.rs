@@ -466,3 +466,39 @@ fn connections_to_addresses_and_v6_source_address() {
         conns.notes
     );
 }
+
+#[test]
+fn a_resolver_memoizes_without_mixing_records_up() {
+    let c = fixture::cluster();
+    let mut a = flow(WEB, "198.18.0.10", 443, "TCP");
+    a.destination.dns_names = vec!["a.example.test".into()];
+    let mut b = flow("shop/web-5d8f7c9b4-b7m2n", "198.18.0.10", 443, "TCP");
+    b.destination.dns_names = vec!["b.example.test".into()];
+    let records = [
+        a.clone(),
+        b.clone(),
+        flow(WEB, "10.96.10.20", 80, "TCP"),
+        flow("data/debug", "10.96.10.20", 80, "TCP"),
+        flow("data/unlabelled", "10.96.10.20", 80, "TCP"),
+        flow(WEB, "10.96.10.10", 8080, "TCP"),
+    ];
+    let mut resolver = resolve::Resolver::new(&c);
+    for record in &records {
+        assert_eq!(resolver.resolve(record), resolve::resolve(&c, record));
+        assert_eq!(
+            resolver.connections_for(record),
+            resolve::connections_for(&c, record)
+        );
+    }
+    let all = resolve::resolve_all(&c, &records);
+    let names: Vec<_> = all
+        .flows
+        .iter()
+        .filter_map(|f| match &f.peer {
+            Peer::External { dns_names, .. } => Some(dns_names[0].as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["a.example.test", "b.example.test"]);
+    assert_eq!(all.notes.len(), 2, "{:?}", all.notes);
+}

@@ -4,7 +4,7 @@
 use super::engines::Evaluator;
 use super::{inputs, print, VerifyArgs};
 use crate::error::Error;
-use crate::resolve::{connections_for, describe};
+use crate::resolve::{describe, Resolver};
 
 pub(super) fn run(args: &VerifyArgs) -> Result<i32, Error> {
     let cluster = inputs::cluster(&args.cluster.files)?;
@@ -13,8 +13,9 @@ pub(super) fn run(args: &VerifyArgs) -> Result<i32, Error> {
     let evaluator = Evaluator::new(&policies)?;
     let (mut checked, mut skipped) = (0usize, 0usize);
     let mut denied = Vec::new();
+    let mut resolver = Resolver::new(&cluster);
     for record in &records {
-        let connections = connections_for(&cluster, record);
+        let connections = resolver.connections_for(record);
         for note in &connections.notes {
             tracing::warn!("{note}");
         }

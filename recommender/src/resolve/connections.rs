@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flow_model::{FlowRecord, Protocol};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{describe, record_namespace, source_pod};
+use super::{record_namespace, source_pod};
 use crate::cluster::{qualified_name, Cluster, IpOwner};
 use crate::policy::{Connection, Endpoint};
 
@@ -25,27 +25,14 @@ pub struct Connections {
 
 /// The connections of a FlowRecord. Sources are read as [`super::resolve`] reads them: host
 /// processes and hostNetwork pods are skipped with a note; a pod missing from the snapshot is
-/// described from the record (labels, namespace), without an address.
+/// described from the record (labels, namespace), without an address. For many records, a
+/// [`super::Resolver`] does the same with memoized lookups.
 pub fn connections_for(cluster: &Cluster, record: &FlowRecord) -> Connections {
-    let d = &record.destination;
-    let from = match source_endpoint(cluster, record) {
-        Ok(from) => from,
-        Err(why) => {
-            return Connections {
-                notes: vec![format!("{}: {why}", describe(record))],
-                ..Connections::default()
-            }
-        }
-    };
-    let mut connections = connections_to(cluster, from, d.ip, d.port, d.protocol);
-    for note in &mut connections.notes {
-        *note = format!("{}: {note}", describe(record));
-    }
-    connections
+    super::Resolver::new(cluster).connections_for(record)
 }
 
 /// The record's source as an endpoint (see [`connections_for`]), or why there is none.
-fn source_endpoint(cluster: &Cluster, record: &FlowRecord) -> Result<Endpoint, String> {
+pub(super) fn source_endpoint(cluster: &Cluster, record: &FlowRecord) -> Result<Endpoint, String> {
     if let Some(pod) = source_pod(cluster, record)? {
         return Ok(pod_endpoint(cluster, pod, record.destination.ip));
     }
@@ -61,8 +48,80 @@ fn source_endpoint(cluster: &Cluster, record: &FlowRecord) -> Result<Endpoint, S
     })
 }
 
+/// Where a connection to an address ends up after Service translation, whoever opens it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Targets {
+    /// Each destination endpoint with the port it receives on.
+    pub to: Vec<(Endpoint, u16)>,
+    pub service: Option<String>,
+    pub notes: Vec<String>,
+}
+
+impl Targets {
+    /// The connections `from` makes to these targets.
+    pub fn connections(&self, from: &Endpoint, protocol: Protocol) -> Connections {
+        Connections {
+            connections: self
+                .to
+                .iter()
+                .map(|(to, port)| Connection {
+                    from: from.clone(),
+                    to: to.clone(),
+                    port: *port,
+                    protocol,
+                })
+                .collect(),
+            service: self.service.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+}
+
+/// The targets of `ip:port/protocol`: through the Service when the address routes to one (every
+/// backend, each on its targetPort), else the address itself.
+pub(super) fn targets(cluster: &Cluster, ip: IpAddr, port: u16, protocol: Protocol) -> Targets {
+    let (service, service_port) = match cluster.service_route(ip, port, protocol) {
+        Ok(Some(route)) => route,
+        Ok(None) => {
+            return Targets {
+                to: vec![(ip_endpoint(cluster, ip), port)],
+                ..Targets::default()
+            }
+        }
+        Err(why) => {
+            return Targets {
+                notes: vec![why],
+                ..Targets::default()
+            }
+        }
+    };
+    let name = qualified_name(service);
+    let backends = cluster.backends(service, service_port, ip);
+    let mut notes = Vec::new();
+    if backends.is_empty() {
+        notes.push(format!(
+            "Service {name} has no backends for port {port}/{protocol} in the snapshot"
+        ));
+    }
+    let to = backends
+        .into_iter()
+        .map(|backend| {
+            let endpoint = match backend.owner {
+                IpOwner::Pod(pod) => pod_endpoint(cluster, pod, backend.ip),
+                IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(backend.ip),
+            };
+            (endpoint, backend.port)
+        })
+        .collect();
+    Targets {
+        to,
+        service: Some(name),
+        notes,
+    }
+}
+
 /// The connections `from` makes when it connects to `ip:port/protocol`: through the Service when
-/// `ip` is a ClusterIP (every backend, each on its targetPort), else straight to the address.
+/// the address routes to one (every backend, each on its targetPort), else straight to the address.
 pub fn connections_to(
     cluster: &Cluster,
     from: Endpoint,
@@ -70,50 +129,7 @@ pub fn connections_to(
     port: u16,
     protocol: Protocol,
 ) -> Connections {
-    let direct = |notes: Vec<String>| Connections {
-        connections: vec![Connection {
-            from: from.clone(),
-            to: ip_endpoint(cluster, ip),
-            port,
-            protocol,
-        }],
-        service: None,
-        notes,
-    };
-    let (service, service_port) = match cluster.service_route(ip, port, protocol) {
-        Ok(Some(route)) => route,
-        Ok(None) => return direct(Vec::new()),
-        Err(why) => {
-            return Connections {
-                notes: vec![why],
-                ..Connections::default()
-            }
-        }
-    };
-    let name = qualified_name(service);
-    let mut out = Connections {
-        service: Some(name.clone()),
-        ..Connections::default()
-    };
-    let backends = cluster.backends(service, service_port, ip);
-    if backends.is_empty() {
-        out.notes.push(format!(
-            "Service {name} has no backends for port {port}/{protocol} in the snapshot"
-        ));
-    }
-    out.connections = backends
-        .into_iter()
-        .map(|backend| Connection {
-            from: from.clone(),
-            to: match backend.owner {
-                IpOwner::Pod(pod) => pod_endpoint(cluster, pod, backend.ip),
-                IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(backend.ip),
-            },
-            port: backend.port,
-            protocol,
-        })
-        .collect();
-    out
+    targets(cluster, ip, port, protocol).connections(&from, protocol)
 }
 
 /// A pod as an evaluator endpoint for a connection in the family of `family`
