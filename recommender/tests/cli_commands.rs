@@ -179,3 +179,56 @@ fn recommend_prints_policies_for_the_observed_flows() {
     assert!(stdout.contains("k8s-app: kube-dns"), "{stdout}");
     assert!(stdout.contains("198.18.0.10/32"), "{stdout}");
 }
+
+#[test]
+fn given_policies_replace_the_cluster_files_ones_of_the_same_name() {
+    let (flows, policies) = (fixture("flows.jsonl"), fixture("policies/shop.yaml"));
+    let in_cluster = fixture("policies/in-cluster.yaml");
+    // The cluster's allow-all shop/web-egress would allow everything; the given one replaces it.
+    let (code, stdout, stderr) = run(
+        "verify",
+        &[
+            "--cluster",
+            &in_cluster,
+            "--flows",
+            &flows,
+            "--policies",
+            &policies,
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    // The cluster's data/postgres-ingress still applies.
+    let (code, stdout, _) = run(
+        "evaluate",
+        &[
+            "--cluster",
+            &in_cluster,
+            "--policies",
+            &policies,
+            "--from",
+            "data/debug",
+            "--to",
+            "data/postgres-0",
+            "--port",
+            "5432",
+        ],
+    );
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("data/postgres-ingress"), "{stdout}");
+    // Without --policies, evaluate judges with the cluster files' policies alone.
+    let (code, stdout, _) = run(
+        "evaluate",
+        &[
+            "--cluster",
+            &in_cluster,
+            "--from",
+            WEB,
+            "--to",
+            "198.18.0.10",
+            "--port",
+            "443",
+        ],
+    );
+    assert_eq!(code, 0, "{stdout}");
+}
