@@ -26,8 +26,8 @@ struct PortAcc {
 struct PeerAcc<'a> {
     ports: BTreeMap<(Protocol, u16), PortAcc>,
     dns_names: BTreeSet<&'a str>,
-    /// `Kind namespace/name`, for comments.
-    workloads: BTreeSet<String>,
+    /// (namespace, workload) of in-cluster peers, for comments.
+    workloads: BTreeSet<(&'a str, &'a WorkloadRef)>,
     services: BTreeSet<&'a str>,
     cluster_dns: bool,
     node: Option<&'a str>,
@@ -154,7 +154,7 @@ pub fn egress_plan(
                 cluster_dns,
                 ..
             } => {
-                acc.workloads.insert(workload_label(namespace, workload));
+                acc.workloads.insert((namespace, workload));
                 acc.services.extend(service.as_deref());
                 acc.cluster_dns |= *cluster_dns;
             }
@@ -198,7 +198,12 @@ pub fn egress_plan(
                 selector,
             } => {
                 let ns = (namespace != source.namespace).then(|| namespace.to_owned());
-                let mut what = acc.workloads.iter().cloned().collect::<Vec<_>>().join(", ");
+                let names: Vec<String> = acc
+                    .workloads
+                    .iter()
+                    .map(|(ns, w)| workload_label(ns, w))
+                    .collect();
+                let mut what = names.join(", ");
                 if !acc.services.is_empty() {
                     let services: Vec<&str> = acc.services.iter().copied().collect();
                     what = format!("{what} via Service {}", services.join(", "));
@@ -210,11 +215,7 @@ pub fn egress_plan(
                     namespace: ns,
                     selector: selector.clone(),
                 };
-                (
-                    target,
-                    vec![what],
-                    acc.workloads.iter().cloned().collect::<Vec<_>>().join(","),
-                )
+                (target, vec![what], names.join(","))
             }
             PeerKey::Ip { origin, ip } => {
                 if origin == IpOrigin::External {
