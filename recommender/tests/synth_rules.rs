@@ -472,6 +472,23 @@ fn every_option_combination_is_schema_valid() {
 }
 
 #[test]
+fn resolving_names_implies_dns() {
+    let src = source("ns", "Deployment", "app");
+    let flows = vec![flow(
+        &src,
+        external("198.18.0.1", &["api.example.test"]),
+        443,
+        Protocol::Tcp,
+    )];
+    let yaml = render(&recommend(&Cluster::default(), &flows, &Options::default()));
+    assert!(
+        yaml.contains("# cluster DNS: no DNS flow observed"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("k8s-app: kube-dns"), "{yaml}");
+}
+
+#[test]
 fn print_sample() {
     // `cargo test --test synth_rules print_sample -- --nocapture` shows what users get.
     println!(
@@ -535,6 +552,20 @@ fn cilium_format() {
             .count();
         assert_eq!(l3, 1, "Cilium rejects mixed L3 selectors: {rule}");
     }
+    let deny = docs
+        .iter()
+        .find(|d| d["metadata"]["name"] == "default-deny-all-egress")
+        .unwrap();
+    assert_eq!(deny["spec"]["endpointSelector"], serde_json::json!({}));
+    let strict = run(&Options {
+        format: Format::Cilium,
+        with_ingress: true,
+        ..Options::default()
+    });
+    assert!(
+        strict.contains("  ingress:\n  - fromEndpoints:\n"),
+        "{strict}"
+    );
     let worker = docs
         .iter()
         .find(|d| d["metadata"]["name"] == "worker-egress")

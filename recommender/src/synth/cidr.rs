@@ -248,6 +248,66 @@ mod tests {
         assert_eq!(covering_prefix(&[]), None);
     }
 
+    fn cluster() -> Cluster {
+        let node = serde_json::json!({"metadata":{"name":"a"},
+            "spec":{"podCIDR":"10.244.0.0/24","podCIDRs":["10.244.0.0/24","fd00:10:244::/64"]}});
+        let node_b =
+            serde_json::json!({"metadata":{"name":"b"},"spec":{"podCIDRs":["10.244.1.0/24"]}});
+        let svc = |ips: &[&str]| {
+            serde_json::from_value(serde_json::json!({"metadata":{"name":"s"},
+                "spec":{"clusterIP":ips[0],"clusterIPs":ips}}))
+            .unwrap()
+        };
+        let host_pod = serde_json::json!({"metadata":{"name":"h"},"spec":{"hostNetwork":true,"containers":[]},
+            "status":{"podIP":"172.18.0.2","podIPs":[{"ip":"172.18.0.2"}]}});
+        Cluster {
+            nodes: vec![
+                serde_json::from_value(node).unwrap(),
+                serde_json::from_value(node_b).unwrap(),
+            ],
+            services: vec![
+                svc(&["10.96.0.1"]),
+                svc(&["10.96.0.10", "fd00:10:96::a"]),
+                svc(&["None"]),
+            ],
+            pods: vec![serde_json::from_value(host_pod).unwrap()],
+            ..Cluster::default()
+        }
+    }
+
+    #[test]
+    fn cluster_ranges_come_from_node_pod_cidrs_and_service_ips() {
+        assert_eq!(
+            cluster_ranges(&cluster(), &[]),
+            nets(&[
+                "10.96.0.0/28",
+                "10.244.0.0/23",
+                "fd00:10:96::a/128",
+                "fd00:10:244::/64"
+            ])
+        );
+    }
+
+    #[test]
+    fn given_cluster_ranges_win() {
+        let given = nets(&["10.0.0.0/8", "10.1.0.0/16"]);
+        assert_eq!(cluster_ranges(&cluster(), &given), nets(&["10.0.0.0/8"]));
+    }
+
+    #[test]
+    fn pod_ips_stand_in_for_missing_pod_cidrs() {
+        let pod = |ip: &str| {
+            serde_json::from_value(serde_json::json!({"metadata":{"name":"p"},
+                "status":{"podIP":ip,"podIPs":[{"ip":ip}]}}))
+            .unwrap()
+        };
+        let c = Cluster {
+            pods: vec![pod("10.42.0.5"), pod("10.42.3.7")],
+            ..Cluster::default()
+        };
+        assert_eq!(cluster_ranges(&c, &[]), nets(&["10.42.0.0/22"]));
+    }
+
     #[test]
     fn internet_blocks_keep_except_within_family() {
         let blocks = internet_blocks(&nets(&["10.244.0.0/16", "fd00:10::/56", "0.0.0.0/0"]));

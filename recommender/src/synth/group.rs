@@ -251,6 +251,21 @@ pub fn egress_plan(
             });
     }
 
+    // A workload that resolved names needs DNS even if no DNS flow was recorded for it (answers
+    // served from a cache in the window, a lost record): without it, its next lookup fails.
+    let has_dns = peers.values().any(|acc| acc.cluster_dns);
+    let resolved_names = flows.iter().any(|f| {
+        !f.record.destination.dns_names.is_empty()
+            || matches!(&f.peer, Peer::External { dns_names, .. } if !dns_names.is_empty())
+    });
+    if resolved_names && !has_dns {
+        let mut dns = super::namespace::dns_peer(ctx, &source.namespace);
+        dns.comments = vec![
+            "cluster DNS: no DNS flow observed, but the workload resolved the names below".into(),
+        ];
+        rules.entry(ctx.dns_ports.clone()).or_default().push(dns);
+    }
+
     let mut internet_need = None;
     if internet {
         let ports: PortSet = externals

@@ -247,7 +247,8 @@ pub fn recommend(cluster: &Cluster, flows: &[ResolvedFlow], options: &Options) -
         .iter()
         .filter(|f| wanted(&f.source.namespace))
         .collect();
-    selected.sort_by(|a, b| {
+    // Unstable is fine: nothing downstream depends on the order of flows within a workload.
+    selected.sort_unstable_by(|a, b| {
         (&a.source.namespace, &a.source.workload).cmp(&(&b.source.namespace, &b.source.workload))
     });
     let mut workloads: Vec<&[&ResolvedFlow]> = selected
