@@ -482,7 +482,7 @@ fn resolving_names_implies_dns() {
     )];
     let yaml = render(&recommend(&Cluster::default(), &flows, &Options::default()));
     assert!(
-        yaml.contains("# cluster DNS: no DNS flow observed"),
+        yaml.contains("# cluster DNS: no DNS flow observed, but"),
         "{yaml}"
     );
     assert!(yaml.contains("k8s-app: kube-dns"), "{yaml}");

@@ -261,7 +261,8 @@ pub fn egress_plan(
     if resolved_names && !has_dns {
         let mut dns = super::namespace::dns_peer(ctx, &source.namespace);
         dns.comments = vec![
-            "cluster DNS: no DNS flow observed, but the workload resolved the names below".into(),
+            "cluster DNS: no DNS flow observed, but the workload resolved names (see dns-names)"
+                .into(),
         ];
         rules.entry(ctx.dns_ports.clone()).or_default().push(dns);
     }

@@ -45,6 +45,15 @@ const KEY_ORDER: &[&str] = &[
     "protocol",
 ];
 
+/// Maps whose keys are user data (label and annotation names).
+const DATA_MAPS: &[&str] = &[
+    "matchLabels",
+    "labels",
+    "annotations",
+    "selector",
+    "nodeSelector",
+];
+
 fn key_rank(key: &str) -> usize {
     KEY_ORDER
         .iter()
@@ -102,7 +111,15 @@ impl Emitter<'_> {
     /// `inline_first` (after `- `).
     fn map(&mut self, map: &serde_json::Map<String, Value>, indent: usize, inline_first: bool) {
         let mut keys: Vec<&String> = map.keys().collect();
-        keys.sort_by(|a, b| (key_rank(a), a.as_str()).cmp(&(key_rank(b), b.as_str())));
+        // Label and annotation keys are data, not schema: plain alphabetical order, or a label
+        // named `kind` would jump ahead of `app`.
+        let data =
+            matches!(self.path.last(), Some(PathSeg::Key(k)) if DATA_MAPS.contains(&k.as_str()));
+        if data {
+            keys.sort();
+        } else {
+            keys.sort_by(|a, b| (key_rank(a), a.as_str()).cmp(&(key_rank(b), b.as_str())));
+        }
         for (i, key) in keys.into_iter().enumerate() {
             if i > 0 || !inline_first {
                 self.pad(indent);
@@ -227,7 +244,7 @@ mod tests {
         let value: Value = serde_json::json!({
             "kind": "X",
             "apiVersion": "v1",
-            "spec": {"egress": [{"to": [{"ipBlock": {"cidr": "1.2.3.4/32"}}], "ports": [{"port": 443, "protocol": "TCP"}]}],
+            "spec": {"egress": [{"to": [{"ipBlock": {"cidr": "1.2.3.4/32"}, "podSelector": {"matchLabels": {"kind": "x", "app": "z"}}}], "ports": [{"port": 443, "protocol": "TCP"}]}],
                      "podSelector": {}, "policyTypes": ["Egress"], "list": [[1, 2], []]},
         });
         let mut comments = NodeComments::new();
@@ -256,7 +273,11 @@ spec:
   egress:
   - to:
     # api.example.test
-    - ipBlock:
+    - podSelector:
+        matchLabels:
+          app: z
+          kind: x
+      ipBlock:
         cidr: \"1.2.3.4/32\"
     ports:
     - port: 443

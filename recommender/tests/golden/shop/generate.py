@@ -83,7 +83,7 @@ docs.append({"apiVersion":"apps/v1","kind":"DaemonSet","metadata":{"name":"log-s
 ls=[pod("logging",f"log-shipper-{s}",{"app.kubernetes.io/name":"log-shipper","controller-revision-hash":"7b9c6d5f48","pod-template-generation":"1"},"DaemonSet","log-shipper",dsu,ip,nd,"shipper",[]) for s,ip,nd in [("8kx2p","10.244.0.30","node-a"),("tq7wz","10.244.1.30","node-b")]]
 # batch: a Job
 ju=uid("job")
-jl={"batch.kubernetes.io/controller-uid":ju,"batch.kubernetes.io/job-name":"nightly-report","controller-uid":ju,"job-name":"nightly-report"}
+jl={"app":"nightly-report","batch.kubernetes.io/controller-uid":ju,"batch.kubernetes.io/job-name":"nightly-report","controller-uid":ju,"job-name":"nightly-report"}
 docs.append({"apiVersion":"batch/v1","kind":"Job","metadata":{"name":"nightly-report","namespace":"batch","uid":ju,"labels":jl},
   "spec":{"selector":{"matchLabels":{"batch.kubernetes.io/controller-uid":ju}},"template":{"metadata":{"labels":jl},"spec":{"restartPolicy":"Never","containers":[container("report",[])]}}}})
 job=pod("batch","nightly-report-5x7kq",jl,"Job","nightly-report",ju,"10.244.0.40","node-a","report",[])

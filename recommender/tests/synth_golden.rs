@@ -64,6 +64,9 @@ fn load(dir: &Path) -> (Cluster, Vec<FlowRecord>) {
 fn pipeline(cluster: &Cluster, records: Vec<FlowRecord>, options: &Options) -> String {
     let records = merge_records(records);
     let resolution = resolve_all(cluster, &records);
+    if std::env::var_os("GOLDEN_NOTES").is_some() {
+        eprintln!("{:#?}", resolution.notes);
+    }
     render(&recommend(cluster, &resolution.flows, options))
 }
 

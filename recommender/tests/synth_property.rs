@@ -8,12 +8,14 @@ mod synth_common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-use flow_model::{FlowRecord, Protocol};
+use flow_model::FlowRecord;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use proptest::prelude::*;
 use recommender::cluster::Cluster;
 use recommender::policy::{Connection, Endpoint, PolicySet};
-use recommender::resolve::{connections_for, ip_endpoint, merge_records, pod_endpoint, resolve_all};
+use recommender::resolve::{
+    connections_for, ip_endpoint, merge_records, pod_endpoint, resolve_all,
+};
 use recommender::synth::{recommend, render, Options};
 use serde_json::{json, Value};
 
@@ -54,29 +56,48 @@ struct Model {
     flows: Vec<FSpec>,
     default_deny: bool,
     with_ingress: bool,
+    /// A low `max_external_peers`, so that busy workloads get internet egress.
+    internet: bool,
 }
 
 fn model() -> impl Strategy<Value = Model> {
-    let w = (0..3usize, any::<bool>(), 1..=2usize, any::<bool>()).prop_map(|(ns, stateful, replicas, service)| WSpec {
-        ns,
-        stateful,
-        replicas,
-        service,
-    });
+    let w = (0..3usize, any::<bool>(), 1..=2usize, any::<bool>()).prop_map(
+        |(ns, stateful, replicas, service)| WSpec {
+            ns,
+            stateful,
+            replicas,
+            service,
+        },
+    );
     let f = prop_oneof![
         4 => (0..8usize, 0..2usize, 0..8usize, 0..3usize, any::<bool>()).prop_map(|(src, replica, dst, port, via_service)| FSpec::Workload { src, replica, dst, port, via_service }),
         3 => (0..8usize, 0..12u8, prop::sample::select(vec![80u16, 443, 8443])).prop_map(|(src, ip, port)| FSpec::External { src, ip, port }),
         1 => (0..8usize).prop_map(|src| FSpec::ApiServer { src }),
         1 => (0..8usize).prop_map(|src| FSpec::Dns { src }),
     ];
-    (1..=3usize, prop::collection::vec(w, 2..=6), prop::collection::vec(f, 1..=24), any::<bool>(), any::<bool>()).prop_map(
-        |(namespaces, mut workloads, flows, default_deny, with_ingress)| {
-            for w in &mut workloads {
-                w.ns %= namespaces;
-            }
-            Model { namespaces, workloads, flows, default_deny, with_ingress }
-        },
+    (
+        1..=3usize,
+        prop::collection::vec(w, 2..=6),
+        prop::collection::vec(f, 1..=24),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
     )
+        .prop_map(
+            |(namespaces, mut workloads, flows, default_deny, with_ingress, internet)| {
+                for w in &mut workloads {
+                    w.ns %= namespaces;
+                }
+                Model {
+                    namespaces,
+                    workloads,
+                    flows,
+                    default_deny,
+                    with_ingress,
+                    internet,
+                }
+            },
+        )
 }
 
 fn ns_name(i: usize) -> String {
@@ -105,9 +126,14 @@ fn uid(tag: &str, n: usize) -> String {
 }
 
 fn cluster_json(m: &Model) -> Value {
-    let mut items = vec![json!({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-0"},
-        "spec":{"podCIDRs":["10.244.0.0/24"]},"status":{"addresses":[{"type":"InternalIP","address":"172.18.0.10"}]}})];
-    for ns in (0..m.namespaces).map(ns_name).chain(["kube-system".to_owned(), "default".to_owned()]) {
+    let mut items = vec![
+        json!({"apiVersion":"v1","kind":"Node","metadata":{"name":"node-0"},
+        "spec":{"podCIDRs":["10.244.0.0/24"]},"status":{"addresses":[{"type":"InternalIP","address":"172.18.0.10"}]}}),
+    ];
+    for ns in (0..m.namespaces)
+        .map(ns_name)
+        .chain(["kube-system".to_owned(), "default".to_owned()])
+    {
         items.push(json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":ns,"labels":{"kubernetes.io/metadata.name":ns}}}));
     }
     items.push(json!({"apiVersion":"v1","kind":"Service","metadata":{"name":"kubernetes","namespace":"default"},
@@ -139,7 +165,12 @@ fn cluster_json(m: &Model) -> Value {
         let (owner_kind, owner_name, owner_uid, mut labels) = if spec.stateful {
             items.push(json!({"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":app,"namespace":ns,"uid":uid("s",w)},
                 "spec":{"serviceName":app,"selector":{"matchLabels":{"app":app}},"template":template}}));
-            ("StatefulSet", app.clone(), uid("s", w), json!({"app":app,"controller-revision-hash":format!("{app}-6c8f7d9b5c")}))
+            (
+                "StatefulSet",
+                app.clone(),
+                uid("s", w),
+                json!({"app":app,"controller-revision-hash":format!("{app}-6c8f7d9b5c")}),
+            )
         } else {
             items.push(json!({"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":app,"namespace":ns,"uid":uid("d",w)},
                 "spec":{"selector":{"matchLabels":{"app":app}},"template":template}}));
@@ -147,7 +178,12 @@ fn cluster_json(m: &Model) -> Value {
             items.push(json!({"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{"name":rs,"namespace":ns,"uid":uid("rs",w),
                 "ownerReferences":[{"apiVersion":"apps/v1","kind":"Deployment","name":app,"uid":uid("d",w),"controller":true}]},
                 "spec":{"selector":{"matchLabels":{"app":app,"pod-template-hash":"5d8f7c9b4"}},"template":template}}));
-            ("ReplicaSet", rs, uid("rs", w), json!({"app":app,"pod-template-hash":"5d8f7c9b4"}))
+            (
+                "ReplicaSet",
+                rs,
+                uid("rs", w),
+                json!({"app":app,"pod-template-hash":"5d8f7c9b4"}),
+            )
         };
         let mut endpoints = Vec::new();
         for r in 0..spec.replicas {
@@ -179,22 +215,50 @@ fn records(m: &Model) -> Vec<FlowRecord> {
     let mut out = Vec::new();
     for f in &m.flows {
         let (src, replica, ip, port, protocol): (usize, usize, IpAddr, u16, &str) = match *f {
-            FSpec::Workload { src, replica, dst, port, via_service } => {
+            FSpec::Workload {
+                src,
+                replica,
+                dst,
+                port,
+                via_service,
+            } => {
                 let (src, dst) = (src % n, dst % n);
                 let d = &m.workloads[dst];
                 if via_service && d.service {
-                    (src, replica, format!("10.96.1.{}", 10 + dst).parse().unwrap(), 80 + port as u16, "TCP")
+                    (
+                        src,
+                        replica,
+                        format!("10.96.1.{}", 10 + dst).parse().unwrap(),
+                        80 + port as u16,
+                        "TCP",
+                    )
                 } else {
-                    (src, replica, IpAddr::V4(pod_ip(dst, replica % d.replicas)), container_port(dst, port), "TCP")
+                    (
+                        src,
+                        replica,
+                        IpAddr::V4(pod_ip(dst, replica % d.replicas)),
+                        container_port(dst, port),
+                        "TCP",
+                    )
                 }
             }
-            FSpec::External { src, ip, port } => (src % n, 0, IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10 + ip)), port, "TCP"),
+            FSpec::External { src, ip, port } => (
+                src % n,
+                0,
+                IpAddr::V4(Ipv4Addr::new(198, 18, 0, 10 + ip)),
+                port,
+                "TCP",
+            ),
             FSpec::ApiServer { src } => (src % n, 0, "10.96.0.1".parse().unwrap(), 443, "TCP"),
             FSpec::Dns { src } => (src % n, 0, "10.96.0.10".parse().unwrap(), 53, "UDP"),
         };
         let spec = &m.workloads[src];
         let r = replica % spec.replicas;
-        let outcome = if protocol == "UDP" { "sent" } else { "established" };
+        let outcome = if protocol == "UDP" {
+            "sent"
+        } else {
+            "established"
+        };
         out.push(serde_json::from_value(json!({"node":"node-0",
             "source":{"kind":"pod","namespace":ns_name(spec.ns),"pod":pod_name(src, spec, r),"uid":uid("p",src*4+r)},
             "destination":{"ip":ip,"port":port,"protocol":protocol},
@@ -214,7 +278,12 @@ fn parse(yaml: &str) -> Vec<NetworkPolicy> {
 
 fn with_namespace(e: &Endpoint, cluster: &Cluster, ns: &str) -> Endpoint {
     match e.clone() {
-        Endpoint::Pod { name, labels, ports, .. } => Endpoint::Pod {
+        Endpoint::Pod {
+            name,
+            labels,
+            ports,
+            ..
+        } => Endpoint::Pod {
             namespace: ns.to_owned(),
             namespace_labels: cluster.namespace_labels(ns),
             name,
@@ -226,16 +295,37 @@ fn with_namespace(e: &Endpoint, cluster: &Cluster, ns: &str) -> Endpoint {
     }
 }
 
+/// `namespace/app` of a pod (the workload, as the generated selectors see it), or the address.
+fn workload_key(e: &Endpoint) -> Option<String> {
+    Some(match e {
+        Endpoint::Pod {
+            namespace, labels, ..
+        } => format!(
+            "{namespace}/{}",
+            labels.get("app").or(labels.get("k8s-app"))?
+        ),
+        Endpoint::Ip(ip) => ip.to_string(),
+    })
+}
+
 fn check(m: &Model) -> Result<(), TestCaseError> {
     let dir = std::env::temp_dir().join(format!("synth-property-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cluster.json");
     std::fs::write(&file, cluster_json(m).to_string()).unwrap();
-    let cluster = Cluster::load_files(&[file.as_path()]).map_err(|e| TestCaseError::fail(e.to_string()))?.cluster;
+    let cluster = Cluster::load_files(&[file.as_path()])
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .cluster;
     let _ = std::fs::remove_dir_all(&dir);
     let records = merge_records(records(m));
     let resolution = resolve_all(&cluster, &records);
-    let options = Options { default_deny: m.default_deny, with_ingress: m.with_ingress, ..Options::default() };
+    let options = Options {
+        default_deny: m.default_deny,
+        with_ingress: m.with_ingress,
+        // internet egress (0.0.0.0/0 less the cluster ranges derived from the Nodes and Services)
+        max_external_peers: if m.internet { 2 } else { 32 },
+        ..Options::default()
+    };
     let yaml = render(&recommend(&cluster, &resolution.flows, &options));
     let set = PolicySet::new(&parse(&yaml));
     prop_assert!(set.problems().is_empty(), "{:?}", set.problems());
@@ -246,34 +336,64 @@ fn check(m: &Model) -> Result<(), TestCaseError> {
     for record in &records {
         for conn in connections_for(&cluster, record).connections {
             prop_assert!(set.allows(&conn), "denied observed {conn:?}\n{yaml}");
-            let src = record.source.pod.clone().unwrap();
-            let to_key = match &conn.to {
-                Endpoint::Pod { namespace, labels, .. } => format!("{namespace}/{}", labels.get("app").or(labels.get("k8s-app")).unwrap()),
-                Endpoint::Ip(ip) => ip.to_string(),
-            };
-            reached.entry(src).or_insert_with(|| (conn.from.clone(), BTreeSet::new())).1.insert((to_key, conn.port));
+            // policies are per workload: what one replica did, all may do
+            let src = workload_key(&conn.from).unwrap();
+            let to_key = workload_key(&conn.to).unwrap();
+            reached
+                .entry(src)
+                .or_insert_with(|| (conn.from.clone(), BTreeSet::new()))
+                .1
+                .insert((to_key, conn.port));
             conns.push(conn);
         }
     }
     let namespaces: Vec<String> = (0..m.namespaces).map(ns_name).collect();
     for conn in &conns {
-        let src = match &conn.from { Endpoint::Pod { name, .. } => name.clone(), Endpoint::Ip(_) => continue };
+        let Some(src) = workload_key(&conn.from) else {
+            continue;
+        };
         let seen = &reached[&src].1;
         let seen_ports: BTreeSet<u16> = seen.iter().map(|(_, p)| *p).collect();
         match &conn.to {
-            Endpoint::Pod { namespace, labels, .. } => {
-                let key = format!("{namespace}/{}", labels.get("app").or(labels.get("k8s-app")).unwrap());
+            Endpoint::Pod {
+                namespace, labels, ..
+            } => {
+                let key = format!(
+                    "{namespace}/{}",
+                    labels.get("app").or(labels.get("k8s-app")).unwrap()
+                );
+                if conn.to == conn.from {
+                    continue; // a pod always reaches itself, whatever the policies
+                }
                 if labels.contains_key("k8s-app") {
                     continue; // DNS: both protocols on purpose
                 }
                 // another port
-                let other_port = seen.iter().filter(|(k, _)| *k == key).map(|(_, p)| *p).max().unwrap() + 1;
-                let mutated = Connection { port: other_port, ..conn.clone() };
-                prop_assert!(!set.allows(&mutated), "allowed an unobserved port: {mutated:?}\n{yaml}");
+                let other_port = seen
+                    .iter()
+                    .filter(|(k, _)| *k == key)
+                    .map(|(_, p)| *p)
+                    .max()
+                    .unwrap()
+                    + 1;
+                let mutated = Connection {
+                    port: other_port,
+                    ..conn.clone()
+                };
+                prop_assert!(
+                    !set.allows(&mutated),
+                    "allowed an unobserved port: {mutated:?}\n{yaml}"
+                );
                 // the same labels in another namespace
                 for other in namespaces.iter().filter(|n| *n != namespace) {
-                    let mutated = Connection { to: with_namespace(&conn.to, &cluster, other), ..conn.clone() };
-                    prop_assert!(!set.allows(&mutated), "allowed another namespace: {mutated:?}\n{yaml}");
+                    let mutated = Connection {
+                        to: with_namespace(&conn.to, &cluster, other),
+                        ..conn.clone()
+                    };
+                    prop_assert!(
+                        !set.allows(&mutated),
+                        "allowed another namespace: {mutated:?}\n{yaml}"
+                    );
                 }
             }
             Endpoint::Ip(ip) => {
@@ -282,25 +402,56 @@ fn check(m: &Model) -> Result<(), TestCaseError> {
                     continue; // apiserver: covered by the port mutation below
                 }
                 let next = IpAddr::V4(Ipv4Addr::from(u32::from(*v4) + 1));
-                if !seen.iter().any(|(k, _)| *k == next.to_string()) {
-                    let mutated = Connection { to: ip_endpoint(&cluster, next), ..conn.clone() };
-                    prop_assert!(!set.allows(&mutated), "allowed a neighbouring address: {mutated:?}\n{yaml}");
+                if !m.internet && !seen.iter().any(|(k, _)| *k == next.to_string()) {
+                    let mutated = Connection {
+                        to: ip_endpoint(&cluster, next),
+                        ..conn.clone()
+                    };
+                    prop_assert!(
+                        !set.allows(&mutated),
+                        "allowed a neighbouring address: {mutated:?}\n{yaml}"
+                    );
                 }
-                let other_port = seen.iter().filter(|(k, _)| *k == ip.to_string()).map(|(_, p)| *p).max().unwrap() + 1;
-                let mutated = Connection { port: other_port, ..conn.clone() };
-                prop_assert!(!set.allows(&mutated), "allowed an unobserved port: {mutated:?}\n{yaml}");
+                let other_port = seen
+                    .iter()
+                    .filter(|(k, _)| *k == ip.to_string())
+                    .map(|(_, p)| *p)
+                    .max()
+                    .unwrap()
+                    + 1;
+                let mutated = Connection {
+                    port: other_port,
+                    ..conn.clone()
+                };
+                prop_assert!(
+                    !set.allows(&mutated),
+                    "allowed an unobserved port: {mutated:?}\n{yaml}"
+                );
             }
         }
         // a pod of a workload this source never reached, on a port it did use
         for (w, spec) in m.workloads.iter().enumerate() {
             let key = format!("{}/w{w}", ns_name(spec.ns));
-            if seen.iter().any(|(k, _)| *k == key) || src.starts_with(&format!("w{w}-")) {
+            if seen.iter().any(|(k, _)| *k == key) || src == key {
                 continue;
             }
-            let pod = cluster.pod(&ns_name(spec.ns), &pod_name(w, spec, 0)).unwrap();
+            let pod = cluster
+                .pod(&ns_name(spec.ns), &pod_name(w, spec, 0))
+                .unwrap();
             for port in &seen_ports {
-                let mutated = Connection { to: pod_endpoint(&cluster, pod, conn.from.ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))), port: *port, ..conn.clone() };
-                prop_assert!(!set.allows(&mutated), "allowed an unreached workload: {mutated:?}\n{yaml}");
+                let mutated = Connection {
+                    to: pod_endpoint(
+                        &cluster,
+                        pod,
+                        conn.from.ip().unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                    ),
+                    port: *port,
+                    ..conn.clone()
+                };
+                prop_assert!(
+                    !set.allows(&mutated),
+                    "allowed an unreached workload: {mutated:?}\n{yaml}"
+                );
             }
         }
     }
@@ -308,7 +459,7 @@ fn check(m: &Model) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
     #[test]
     fn recommendation_allows_observed_and_denies_neighbours(m in model()) {
         check(&m)?;
