@@ -91,7 +91,7 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
         while edges.len() < per_workload {
             if k < 10 {
                 // another workload: half in this namespace, half elsewhere
-                let j = if k % 2 == 0 {
+                let j = if k.is_multiple_of(2) {
                     (i / PER_NAMESPACE) * PER_NAMESPACE + (i + k + 1) % PER_NAMESPACE
                 } else {
                     (i * 7 + k * 13 + 1) % workloads
