@@ -213,6 +213,20 @@ fn split(
                     .iter()
                     .flat_map(|p| p.dns_names.iter().map(String::as_str))
                     .collect();
+                // Above each name: the addresses it was seen behind, and what never succeeded.
+                items = names
+                    .iter()
+                    .map(|name| {
+                        let mut lines = Vec::new();
+                        for p in peers.iter().filter(|p| p.dns_names.contains(*name)) {
+                            if let Target::IpBlock { cidr, .. } = &p.target {
+                                lines.push(format!("seen at {cidr}"));
+                            }
+                            lines.extend(p.comments.iter().skip(1).cloned());
+                        }
+                        lines
+                    })
+                    .collect();
                 r.to_fqdns = Some(
                     names
                         .into_iter()
