@@ -297,7 +297,7 @@ pub fn egress_plan(
                         },
                         dns_names: BTreeSet::new(),
                         cluster_dns: false,
-                        comments: vec![format!("internet egress: {note}")],
+                        comments: internet_comments(&note, &except),
                     });
                     // An observed external address inside an excepted range must stay allowed.
                     for (ip, acc) in &externals {
@@ -384,6 +384,19 @@ pub fn egress_plan(
         plan,
         internet_need,
     }
+}
+
+/// Comments above an internet-egress block; says so when no cluster range is known for its
+/// family, because the block then also matches pod addresses on CNIs that apply ipBlocks to pods.
+pub fn internet_comments(note: &str, except: &[IpNet]) -> Vec<String> {
+    let mut lines = vec![format!("internet egress: {note}")];
+    if except.is_empty() {
+        lines.push(
+            "no pod or Service range known for this family (give the cluster ranges explicitly): in-cluster addresses are not excepted"
+                .to_owned(),
+        );
+    }
+    lines
 }
 
 /// `TCP/8443 refused` lines for the ports of a peer that never succeeded.

@@ -70,6 +70,10 @@ pub fn internet_label(ctx: &Context, namespace: &str, needs: &[InternetNeed]) ->
     let peers = cidr::internet_blocks(&ctx.cluster_ranges)
         .into_iter()
         .map(|(all, except)| PeerPlan {
+            comments: super::group::internet_comments(
+                "everything outside the cluster's pod and Service ranges",
+                &except,
+            ),
             target: Target::IpBlock {
                 cidr: all,
                 except,
@@ -77,9 +81,6 @@ pub fn internet_label(ctx: &Context, namespace: &str, needs: &[InternetNeed]) ->
             },
             dns_names: BTreeSet::new(),
             cluster_dns: false,
-            comments: vec![
-                "internet: everything outside the cluster's pod and Service ranges".into(),
-            ],
         })
         .collect();
     let mut rules = BTreeMap::new();
