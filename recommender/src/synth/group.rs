@@ -126,17 +126,19 @@ pub fn egress_plan(
                     selector
                 },
             },
+            // A dual-stack socket reports an IPv4 peer as `::ffff:a.b.c.d`; on the wire (and to
+            // the CNI) it is IPv4, so an ipBlock must name the IPv4 address.
             Peer::ApiServer { ip } => PeerKey::Ip {
                 origin: IpOrigin::ApiServer,
-                ip: *ip,
+                ip: ip.to_canonical(),
             },
             Peer::Node { ip, .. } => PeerKey::Ip {
                 origin: IpOrigin::Node,
-                ip: *ip,
+                ip: ip.to_canonical(),
             },
             Peer::External { ip, .. } => PeerKey::Ip {
                 origin: IpOrigin::External,
-                ip: *ip,
+                ip: ip.to_canonical(),
             },
         };
         let acc = peers.entry(key).or_default();
@@ -565,6 +567,22 @@ mod tests {
         ]);
         assert_eq!(p.rules.len(), 1);
         assert_eq!(p.rules[0].peers.len(), 1);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_become_ipv4() {
+        let p = plan(&[
+            flow(external("::ffff:198.18.0.0"), 443, "established"),
+            flow(external("198.18.0.1"), 443, "established"),
+        ]);
+        assert_eq!(
+            p.rules[0].peers[0].target,
+            Target::IpBlock {
+                cidr: "198.18.0.0/31".parse().unwrap(),
+                except: Vec::new(),
+                origin: IpOrigin::External,
+            }
+        );
     }
 
     #[test]
