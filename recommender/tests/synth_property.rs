@@ -308,7 +308,8 @@ fn workload_key(e: &Endpoint) -> Option<String> {
     })
 }
 
-fn check(m: &Model) -> Result<(), TestCaseError> {
+/// Checks one model; returns the rendered YAML for schema validation.
+fn check(m: &Model) -> Result<String, TestCaseError> {
     let dir = std::env::temp_dir().join(format!("synth-property-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("cluster.json");
@@ -455,13 +456,33 @@ fn check(m: &Model) -> Result<(), TestCaseError> {
             }
         }
     }
-    Ok(())
+    Ok(yaml)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
-    #[test]
-    fn recommendation_allows_observed_and_denies_neighbours(m in model()) {
-        check(&m)?;
+#[test]
+fn recommendation_allows_observed_and_denies_neighbours() {
+    let config = ProptestConfig {
+        cases: 128,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let outputs = std::sync::Mutex::new(Vec::new());
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(&model(), |m| {
+        let yaml = check(&m)?;
+        outputs.lock().unwrap().push(yaml);
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
     }
+    // Every generated policy is schema-valid too: one validator run over all distinct documents.
+    let mut docs = std::collections::BTreeSet::new();
+    for yaml in outputs.into_inner().unwrap() {
+        for doc in yaml.split("---\n").skip(1) {
+            docs.insert(doc.to_owned());
+        }
+    }
+    let all: String = docs.iter().map(|d| format!("---\n{d}")).collect();
+    synth_common::validate(&all, "property");
 }
