@@ -19,6 +19,16 @@
 //! peer (`# never succeeded: TCP/8443 refused`) and the policy annotation
 //! `egress-recommender.io/never-succeeded`, so a reviewer can delete them deliberately.
 //! UDP (`sent`) and unknown outcomes count as not failed.
+//!
+//! Scope and skips: `Options::namespaces` selects the namespaces whose policies are produced:
+//! egress policies of sources there, and (with `with_ingress`) ingress policies of destinations
+//! there, which list every observed caller from any namespace. Workloads whose pods run with
+//! hostNetwork (NetworkPolicy does not apply to them) or that have no selector are skipped with a
+//! note at the top of the output, never given an empty `podSelector`. No `default-deny-all-egress`
+//! is written for `kube-system` (isolating system pods that the window did not see breaks
+//! clusters); a note says so. With `InternetEgress::Label`, the workloads that need internet
+//! egress only get it once their pods carry the label, so `verify` denies their external flows
+//! until then; the output names those workloads.
 
 pub mod cidr;
 pub mod cilium;
