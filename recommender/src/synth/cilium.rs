@@ -170,7 +170,7 @@ fn split(
     rule: &RulePlan,
     out: &mut Vec<Rule>,
     comments: &mut NodeComments,
-    list: &str,
+    list: &'static str,
 ) {
     let mut kinds: BTreeMap<Kind, Vec<&PeerPlan>> = BTreeMap::new();
     for p in &rule.peers {

@@ -115,7 +115,8 @@ impl Default for Options {
 /// One step on the way to a node of a rendered object, for comments attached to that node.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PathSeg {
-    Key(String),
+    /// Borrowed for the paths policies store (no allocation per comment), owned while rendering.
+    Key(std::borrow::Cow<'static, str>),
     Index(usize),
 }
 
@@ -127,7 +128,7 @@ pub fn path(parts: &[PathPart]) -> Vec<PathSeg> {
     parts
         .iter()
         .map(|p| match p {
-            PathPart::K(k) => PathSeg::Key((*k).to_owned()),
+            PathPart::K(k) => PathSeg::Key(std::borrow::Cow::Borrowed(k)),
             PathPart::I(i) => PathSeg::Index(*i),
         })
         .collect()
@@ -171,6 +172,19 @@ impl Recommendation {
             .iter()
             .filter_map(|d| match &d.object {
                 Object::NetworkPolicy(np) => Some(&**np),
+                Object::Cilium(_) => None,
+            })
+            .collect()
+    }
+}
+
+impl Recommendation {
+    /// The NetworkPolicy objects, by value (empty for the Cilium format).
+    pub fn into_network_policies(self) -> Vec<NetworkPolicy> {
+        self.documents
+            .into_iter()
+            .filter_map(|d| match d.object {
+                Object::NetworkPolicy(np) => Some(*np),
                 Object::Cilium(_) => None,
             })
             .collect()
@@ -337,11 +351,12 @@ pub fn recommend(cluster: &Cluster, flows: &[ResolvedFlow], options: &Options) -
     plans.sort_by(|a, b| (&a.namespace, rank(a), &a.name).cmp(&(&b.namespace, rank(b), &b.name)));
     notes.sort();
 
+    // Plans are consumed one by one so that plans and objects never all live at once.
     let documents = plans
-        .iter()
+        .into_iter()
         .map(|plan| match options.format {
-            Format::Networkpolicy => networkpolicy::document(plan),
-            Format::Cilium => cilium::document(&ctx, plan),
+            Format::Networkpolicy => networkpolicy::document(&plan),
+            Format::Cilium => cilium::document(&ctx, &plan),
         })
         .collect();
     Recommendation { documents, notes }

@@ -114,7 +114,7 @@ impl Emitter<'_> {
         // Label and annotation keys are data, not schema: plain alphabetical order, or a label
         // named `kind` would jump ahead of `app`.
         let data =
-            matches!(self.path.last(), Some(PathSeg::Key(k)) if DATA_MAPS.contains(&k.as_str()));
+            matches!(self.path.last(), Some(PathSeg::Key(k)) if DATA_MAPS.contains(&k.as_ref()));
         if data {
             keys.sort();
         } else {
@@ -126,7 +126,8 @@ impl Emitter<'_> {
             }
             let value = &map[key];
             let _ = write!(self.out, "{}:", scalar_string(key));
-            self.path.push(PathSeg::Key(key.clone()));
+            self.path
+                .push(PathSeg::Key(std::borrow::Cow::Owned(key.clone())));
             self.value(value, indent);
             self.path.pop();
         }
