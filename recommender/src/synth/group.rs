@@ -255,7 +255,11 @@ pub fn egress_plan(
 
     // A workload that resolved names needs DNS even if no DNS flow was recorded for it (answers
     // served from a cache in the window, a lost record): without it, its next lookup fails.
-    let has_dns = peers.values().any(|acc| acc.cluster_dns);
+    // Any peer on port 53 counts: a node-local DNS cache (169.254.20.10) or an outside resolver
+    // then answers, and the cluster DNS would be a rule nobody uses.
+    let has_dns = peers
+        .values()
+        .any(|acc| acc.cluster_dns || acc.ports.keys().any(|(_, port)| *port == 53));
     let resolved_names = flows.iter().any(|f| {
         !f.record.destination.dns_names.is_empty()
             || matches!(&f.peer, Peer::External { dns_names, .. } if !dns_names.is_empty())
@@ -583,6 +587,21 @@ mod tests {
                 origin: IpOrigin::External,
             }
         );
+    }
+
+    #[test]
+    fn resolved_names_imply_cluster_dns_unless_another_resolver_answered() {
+        let named = Peer::External {
+            ip: "198.18.0.1".parse().unwrap(),
+            dns_names: vec!["api.example.test".into()],
+        };
+        let p = plan(&[flow(named.clone(), 443, "established")]);
+        assert!(p.rules.iter().flat_map(|r| &r.peers).any(|p| p.cluster_dns));
+        let p = plan(&[
+            flow(named, 443, "established"),
+            flow(external("169.254.20.10"), 53, "sent"),
+        ]);
+        assert!(!p.rules.iter().flat_map(|r| &r.peers).any(|p| p.cluster_dns));
     }
 
     #[test]
