@@ -19,14 +19,17 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 const SKB_INGRESS: &str = "ingress";
 const SOCK_OPS: &str = "tcp_outcome";
+/// Records a connected UDP socket's flow at its first datagram (`agent-ebpf/src/skb_egress.rs`).
+const SKB_EGRESS: &str = "egress";
 /// Every program, for statistics.
-pub(super) const PROGRAMS: [&str; 6] = [
+pub(super) const PROGRAMS: [&str; 7] = [
     SOCK_ADDR[0],
     SOCK_ADDR[1],
     SOCK_ADDR[2],
     SOCK_ADDR[3],
     SKB_INGRESS,
     SOCK_OPS,
+    SKB_EGRESS,
 ];
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -41,6 +44,8 @@ pub struct Options {
     pub pending_entries: u32,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_bytes: u32,
+    /// Capacity of the table of connected UDP sockets that have not sent yet.
+    pub pending_udp_entries: u32,
 }
 
 impl Default for Options {
@@ -49,6 +54,7 @@ impl Default for Options {
             flow_entries: agent_common::FLOW_MAP_ENTRIES,
             pending_entries: agent_common::PENDING_CONNECT_ENTRIES,
             ring_bytes: agent_common::EVENTS_RING_BYTES,
+            pending_udp_entries: agent_common::PENDING_UDP_ENTRIES,
         }
     }
 }
@@ -88,6 +94,7 @@ impl Probes {
             .map_max_entries(maps::FLOWS, options.flow_entries)
             .map_max_entries(maps::PENDING, options.pending_entries)
             .map_max_entries(maps::EVENTS, options.ring_bytes)
+            .map_max_entries(maps::PENDING_UDP, options.pending_udp_entries)
             .load(OBJECT)
             .map_err(Error::Load)?;
         let mode = attach_mode();
@@ -142,6 +149,24 @@ impl Probes {
             program: SOCK_OPS,
             source,
         })?;
+
+        let egress: &mut CgroupSkb =
+            program(&mut ebpf, SKB_EGRESS)?
+                .try_into()
+                .map_err(|source| Error::Verify {
+                    program: SKB_EGRESS,
+                    source,
+                })?;
+        egress.load().map_err(|source| Error::Verify {
+            program: SKB_EGRESS,
+            source,
+        })?;
+        egress
+            .attach(&cgroup, CgroupSkbAttachType::Egress, mode)
+            .map_err(|source| Error::Attach {
+                program: SKB_EGRESS,
+                source,
+            })?;
 
         Ok(Probes {
             ebpf,

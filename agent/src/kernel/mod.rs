@@ -7,9 +7,19 @@
 //!
 //! What the kernel records (see `agent_common` for the layouts):
 //! - one flow table entry per (cgroup id, family, destination address, destination port,
-//!   protocol). `count` counts TCP and connected-UDP `connect()` calls and unconnected UDP
-//!   datagrams (`sendto`/`sendmsg` with an address); a connected UDP socket's datagrams are not
-//!   counted one by one.
+//!   protocol). `count` counts TCP `connect()` calls, `connect()` calls of connected UDP sockets
+//!   that sent at least one datagram afterwards, and unconnected UDP datagrams (`sendto`/`sendmsg`
+//!   with an address); a connected UDP socket's datagrams are not counted one by one.
+//! - a UDP `connect()` alone sends nothing and records nothing: glibc's getaddrinfo connects a
+//!   throwaway socket to every answer to sort them, then closes it. The connect's destination (as
+//!   the socket saw it: a Service ClusterIP stays the ClusterIP) is kept by socket cookie, and the
+//!   flow is recorded when the socket's first datagram leaves (`cgroup_skb/egress`), with
+//!   `first_seen` at that moment. A socket that reconnects before sending counts its last
+//!   destination only; one disconnected (`AF_UNSPEC`) before sending counts none. A connected
+//!   socket whose first datagram goes to an explicit other address (`sendto`) has that datagram
+//!   recorded as well as its connect destination. A dual-stack socket connected to an
+//!   IPv4-mapped address has each datagram counted instead (the kernel sends them as if
+//!   addressed explicitly).
 //! - an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`, from a dual-stack socket) is recorded as
 //!   `AF_INET` with the IPv4 address, in the kernel; user space needs no normalisation.
 //! - MPTCP connects are recorded as TCP; ICMP and raw sockets are not recorded.

@@ -252,6 +252,12 @@ impl World {
 
     /// Runs the client inside the netns, in the pod cgroup from its first instruction on.
     pub fn run_client(&self, what: &str) -> BTreeMap<String, String> {
+        self.run_script(CLIENT, &[what])
+    }
+
+    /// Runs the Python `script` like the client: in the netns and the pod cgroup, with the
+    /// addresses and then `args` as arguments; returns its "key value" output lines.
+    pub fn run_script(&self, script: &str, args: &[&str]) -> BTreeMap<String, String> {
         let procs = CString::new(
             self.pod_cgroup()
                 .join("cgroup.procs")
@@ -260,8 +266,9 @@ impl World {
         )
         .unwrap();
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns, "python3", "-c", CLIENT])
-            .args([V4.to_string(), V6.to_string(), what.to_string()]);
+        cmd.args(["netns", "exec", &self.netns, "python3", "-c", script])
+            .args([V4.to_string(), V6.to_string()])
+            .args(args);
         // SAFETY: only async-signal-safe calls between fork and exec. Writing "0" to cgroup.procs
         // moves the writing process itself.
         unsafe {
@@ -363,4 +370,12 @@ pub fn hex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
+}
+
+impl World {
+    /// The network namespace's name (for `ip -n` and `/etc/netns/<name>`).
+    #[allow(dead_code)] // Not every test binary that includes this module uses it.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
 }
