@@ -146,8 +146,8 @@ pub unsafe fn atomic_add<T: Copy>(p: *mut T, v: T) {
 /// Connected UDP sockets that have not sent yet: socket cookie → the flow key of their last
 /// `connect()` (the destination as the socket saw it, before any DNAT). The flow is recorded, and
 /// the entry removed, when the socket's first datagram leaves (skb_egress.rs). A socket closed
-/// without sending (glibc's getaddrinfo sorting its answers) leaves an entry the LRU ages out;
-/// cookies are never reused, so a stale entry can match nothing.
+/// without sending (glibc's getaddrinfo sorting its answers) has its entry removed on release
+/// (`udp_release`); should one be missed, the LRU ages it out, and cookies are never reused.
 #[map]
 pub static PENDING_UDP: LruHashMap<u64, FlowKey> =
     LruHashMap::with_max_entries(PENDING_UDP_ENTRIES, 0);

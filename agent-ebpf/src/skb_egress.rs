@@ -11,13 +11,17 @@
 //! on to the cookie lookup, and a socket's later datagrams cost one failed lookup. The data
 //! starts at the network header; fragmentation happens after this hook, so the transport
 //! protocol is always in the header. Every path returns 1 (allow).
+//!
+//! `udp_release` (cgroup `sock_release`) forgets the pending connect of a UDP socket closed without
+//! sending, so that such sockets (one per getaddrinfo call with several answers) do not push live
+//! entries out of the LRU.
 
 use agent_common::IPPROTO_UDP;
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_TCP_ESTABLISHED},
     helpers::bpf_get_socket_cookie,
-    macros::cgroup_skb,
-    programs::SkBuffContext,
+    macros::{cgroup_skb, cgroup_sock},
+    programs::{SkBuffContext, SockContext},
 };
 
 use crate::maps::{record_flow, PENDING_UDP};
@@ -83,4 +87,14 @@ fn first_datagram(skb: *mut __sk_buff) {
 fn connected(skb: *mut __sk_buff) -> bool {
     let sk = unsafe { (*skb).__bindgen_anon_2.sk };
     !sk.is_null() && unsafe { (*sk).state } == BPF_TCP_ESTABLISHED
+}
+
+#[cgroup_sock(sock_release)]
+pub fn udp_release(ctx: SockContext) -> i32 {
+    // Runs for every socket released in the cgroup: only UDP ones can have a pending connect.
+    if unsafe { (*ctx.sock).protocol } == IPPROTO_UDP as u32 {
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock.cast()) };
+        let _ = PENDING_UDP.remove(cookie);
+    }
+    ALLOW
 }

@@ -11,7 +11,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use agent::kernel::{KernelEvent, Probes};
+use agent::kernel::{KernelEvent, Options, Probes};
 use agent_common::{Counter, FlowKey, FlowValue, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 
 #[allow(dead_code)]
@@ -22,7 +22,7 @@ use kernel_world::{World, V4, V6};
 /// `gai`: getaddrinfo of a name with two addresses (from the netns's own hosts file), then one
 /// TCP connection to the first answer.
 const SCRIPT: &str = r#"
-import ctypes, socket, sys
+import ctypes, os, socket, sys
 from socket import AF_INET, AF_INET6, SOCK_DGRAM, SOCK_STREAM
 V4, V6, what = sys.argv[1], sys.argv[2], sys.argv[3]
 libc = ctypes.CDLL(None, use_errno=True)
@@ -67,6 +67,19 @@ elif what == "gai":
     s.connect(infos[0][4])
     print("connected", infos[0][4][0])
     s.close()
+elif what in ("release", "pressure"):
+    # One CPU, so that the tiny LRU table of the test behaves the same on every run.
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    s = udp(AF_INET); s.connect((V4, 7003))
+    keep = []
+    for port in range(10000, 10300):
+        t = udp(AF_INET); t.connect((V4, port))
+        if what == "pressure":
+            keep.append(t)
+        else:
+            t.close()
+    s.send(b"x")
+    print(what, "sent")
 "#;
 
 fn attach() -> Probes {
@@ -228,4 +241,33 @@ async fn getaddrinfo_with_two_answers_leaves_only_the_tcp_flow() {
     );
     let v = flows.values().next().unwrap();
     assert_eq!((v.count, v.established), (1, 1), "{v:?}");
+}
+
+/// The flows of the pod after `what` ran with probes of their own, attached at the pod cgroup
+/// with a 16-entry table of pending UDP connects.
+fn run_with_small_pending_table(what: &str) -> BTreeMap<(u8, [u8; 16], u16, u8), u64> {
+    let world = World::new(&what[..1]);
+    let options = Options {
+        pending_udp_entries: 16,
+        ..Options::default()
+    };
+    let probes = Probes::attach_with(world.pod_cgroup(), options).unwrap();
+    let seen = world.run_script(SCRIPT, &[what]);
+    assert_eq!(seen[what], "sent");
+    flows_of(&probes, world.pod_cgroup_id())
+        .into_iter()
+        .map(|(k, v)| (k, v.count))
+        .collect()
+}
+
+#[test]
+fn sockets_closed_without_sending_do_not_crowd_out_a_pending_connect() {
+    // 300 sockets connected and closed between a connect and its first datagram: their entries
+    // are removed on release, so the 16-entry table keeps the one that matters.
+    let flows = run_with_small_pending_table("release");
+    let want: BTreeMap<_, _> = [((AF_INET, v4(V4), 7003, IPPROTO_UDP), 1)].into();
+    assert_eq!(flows, want);
+    // The same 300 sockets kept open do crowd it out: the table really was under pressure.
+    let flows = run_with_small_pending_table("pressure");
+    assert!(flows.is_empty(), "{flows:?}");
 }

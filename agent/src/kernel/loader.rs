@@ -5,7 +5,8 @@ use std::{fs::File, path::Path};
 
 use aya::{
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, SockOps,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Program,
+        SockOps,
     },
     Ebpf, EbpfLoader,
 };
@@ -21,8 +22,10 @@ const SKB_INGRESS: &str = "ingress";
 const SOCK_OPS: &str = "tcp_outcome";
 /// Records a connected UDP socket's flow at its first datagram (`agent-ebpf/src/skb_egress.rs`).
 const SKB_EGRESS: &str = "egress";
+/// Forgets the pending connect of a UDP socket closed without sending (same file).
+const SOCK_RELEASE: &str = "udp_release";
 /// Every program, for statistics.
-pub(super) const PROGRAMS: [&str; 7] = [
+pub(super) const PROGRAMS: [&str; 8] = [
     SOCK_ADDR[0],
     SOCK_ADDR[1],
     SOCK_ADDR[2],
@@ -30,6 +33,7 @@ pub(super) const PROGRAMS: [&str; 7] = [
     SKB_INGRESS,
     SOCK_OPS,
     SKB_EGRESS,
+    SOCK_RELEASE,
 ];
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -165,6 +169,24 @@ impl Probes {
             .attach(&cgroup, CgroupSkbAttachType::Egress, mode)
             .map_err(|source| Error::Attach {
                 program: SKB_EGRESS,
+                source,
+            })?;
+
+        let release: &mut CgroupSock =
+            program(&mut ebpf, SOCK_RELEASE)?
+                .try_into()
+                .map_err(|source| Error::Verify {
+                    program: SOCK_RELEASE,
+                    source,
+                })?;
+        release.load().map_err(|source| Error::Verify {
+            program: SOCK_RELEASE,
+            source,
+        })?;
+        release
+            .attach(&cgroup, mode)
+            .map_err(|source| Error::Attach {
+                program: SOCK_RELEASE,
                 source,
             })?;
 

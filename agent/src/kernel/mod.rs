@@ -14,7 +14,8 @@
 //!   throwaway socket to every answer to sort them, then closes it. The connect's destination (as
 //!   the socket saw it: a Service ClusterIP stays the ClusterIP) is kept by socket cookie, and the
 //!   flow is recorded when the socket's first datagram leaves (`cgroup_skb/egress`), with
-//!   `first_seen` at that moment. A socket that reconnects before sending counts its last
+//!   `first_seen` at that moment; a socket closed without sending is forgotten on release
+//!   (`cgroup/sock_release`). A socket that reconnects before sending counts its last
 //!   destination only; one disconnected (`AF_UNSPEC`) before sending counts none. A connected
 //!   socket whose first datagram goes to an explicit other address (`sendto`) has that datagram
 //!   recorded as well as its connect destination. A dual-stack socket connected to an
