@@ -67,10 +67,14 @@ struct RecommendArgs {
     ingress_for_cluster_services: bool,
     #[arg(long, value_enum, default_value_t = Format::Networkpolicy)]
     format: Format,
-    /// Widen external IPv4 addresses to this prefix length.
+    /// Widen external addresses to these prefix lengths: `V4` or `V4,V6` (e.g. `24` or `24,56`).
+    /// Deliberate widening: the policy then allows addresses nobody was seen to call.
+    #[arg(long, value_name = "V4[,V6]", value_parser = parse_cidr_prefix)]
+    cidr_prefix: Option<(u8, Option<u8>)>,
+    /// Widen external IPv4 addresses to this prefix length (overrides --cidr-prefix).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=32))]
     cidr_prefix_v4: Option<u8>,
-    /// Widen external IPv6 addresses to this prefix length.
+    /// Widen external IPv6 addresses to this prefix length (overrides --cidr-prefix).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=128))]
     cidr_prefix_v6: Option<u8>,
     /// Above this many external addresses a workload gets internet egress instead.
@@ -182,5 +186,35 @@ fn print(text: &str) -> Result<(), Error> {
             path: "stdout".into(),
             source,
         }),
+    }
+}
+
+/// `--cidr-prefix V4[,V6]`: prefix lengths for IPv4 and, optionally, IPv6.
+fn parse_cidr_prefix(value: &str) -> Result<(u8, Option<u8>), String> {
+    let length = |s: &str, max: u8, family: &str| -> Result<u8, String> {
+        match s.trim().parse::<u8>() {
+            Ok(n) if n <= max => Ok(n),
+            _ => Err(format!(
+                "{s:?} is not an {family} prefix length (0 to {max})"
+            )),
+        }
+    };
+    match value.split_once(',') {
+        None => Ok((length(value, 32, "IPv4")?, None)),
+        Some((v4, v6)) => Ok((length(v4, 32, "IPv4")?, Some(length(v6, 128, "IPv6")?))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cidr_prefix;
+
+    #[test]
+    fn cidr_prefix_takes_one_or_both_families() {
+        assert_eq!(parse_cidr_prefix("24"), Ok((24, None)));
+        assert_eq!(parse_cidr_prefix("24,56"), Ok((24, Some(56))));
+        assert!(parse_cidr_prefix("33").is_err());
+        assert!(parse_cidr_prefix("24,129").is_err());
+        assert!(parse_cidr_prefix("x").is_err());
     }
 }

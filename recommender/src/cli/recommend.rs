@@ -25,8 +25,10 @@ fn options(args: &RecommendArgs) -> Options {
         with_ingress: args.with_ingress,
         ingress_for_cluster_services: args.ingress_for_cluster_services,
         format: args.format,
-        cidr_prefix_v4: args.cidr_prefix_v4,
-        cidr_prefix_v6: args.cidr_prefix_v6,
+        cidr_prefix_v4: args.cidr_prefix_v4.or(args.cidr_prefix.map(|(v4, _)| v4)),
+        cidr_prefix_v6: args
+            .cidr_prefix_v6
+            .or(args.cidr_prefix.and_then(|(_, v6)| v6)),
         max_external_peers: args
             .max_external_peers
             .unwrap_or(defaults.max_external_peers),
