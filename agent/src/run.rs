@@ -403,6 +403,58 @@ mod tests {
         )
     }
 
+    /// What the main-loop tests drive: a pipeline, its metrics, and a writer to `out`, a
+    /// `flows.jsonl` in a temporary directory that lives as long as this does.
+    struct Setup {
+        _tmp: tempfile::TempDir,
+        out: std::path::PathBuf,
+        writer: FlowWriter,
+        metrics: Arc<Metrics>,
+        pipeline: Pipeline,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let tmp = tempfile::tempdir().unwrap();
+            let out = tmp.path().join("flows.jsonl");
+            let writer = FlowWriter::open(out.to_str().unwrap()).unwrap();
+            let metrics = Arc::new(Metrics::new());
+            let pipeline = pipeline(tmp.path(), &metrics);
+            Setup {
+                _tmp: tmp,
+                out,
+                writer,
+                metrics,
+                pipeline,
+            }
+        }
+
+        /// `main_loop` over this setup's pipeline, writer and metrics.
+        async fn main_loop(
+            &mut self,
+            kernel: &FakeKernel,
+            ring: &mut QuietRing,
+            interval: Duration,
+            shutdown: impl std::future::Future<Output = ()>,
+        ) -> Result<(), Error> {
+            main_loop(
+                kernel,
+                ring,
+                &mut self.pipeline,
+                &mut self.writer,
+                &self.metrics,
+                interval,
+                shutdown,
+            )
+            .await
+        }
+    }
+
+    /// The records written to `path`.
+    fn records(path: &std::path::Path) -> Vec<flow_model::FlowRecord> {
+        flow_model::read_records(std::fs::read_to_string(path).unwrap().as_bytes(), "out").unwrap()
+    }
+
     fn lines(path: &std::path::Path) -> Vec<String> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -413,14 +465,11 @@ mod tests {
 
     #[tokio::test]
     async fn flushes_on_ticks_and_once_more_at_shutdown() {
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("flows.jsonl");
-        let mut writer = FlowWriter::open(out.to_str().unwrap()).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let mut pipeline = pipeline(tmp.path(), &metrics);
+        let mut setup = Setup::new();
         let kernel = FakeKernel(Mutex::new(vec![flow(53, 1)]));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let mut ring = QuietRing(Vec::new());
+        let out = setup.out.clone();
         let driver = async {
             // Wait for the first tick's record, add activity, then stop.
             while lines(&out).is_empty() {
@@ -433,27 +482,18 @@ mod tests {
             let _ = stopped.await;
         };
         let (result, ()) = tokio::join!(
-            main_loop(
-                &kernel,
-                &mut ring,
-                &mut pipeline,
-                &mut writer,
-                &metrics,
-                Duration::from_millis(20),
-                shutdown,
-            ),
+            setup.main_loop(&kernel, &mut ring, Duration::from_millis(20), shutdown),
             driver
         );
         result.unwrap();
-        let records =
-            flow_model::read_records(std::fs::read_to_string(&out).unwrap().as_bytes(), "out")
-                .unwrap();
+        let records = records(&setup.out);
         assert_eq!(records.len(), 2, "{records:?}");
         assert_eq!(records[0].destination.port, 53);
         assert_eq!(records[1].destination.port, 443);
         assert_eq!(records[1].count, 4);
         assert_eq!(records[1].node, "node-a");
-        assert!(metrics
+        assert!(setup
+            .metrics
             .encode()
             .contains("egress_agent_records_written_total 2"));
     }
@@ -462,11 +502,7 @@ mod tests {
     #[tokio::test]
     async fn events_left_in_the_ring_are_taken_before_the_final_flush() {
         use crate::dns::parse::tests::{a, response};
-        let tmp = tempfile::tempdir().unwrap();
-        let out = tmp.path().join("flows.jsonl");
-        let mut writer = FlowWriter::open(out.to_str().unwrap()).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let mut pipeline = pipeline(tmp.path(), &metrics);
+        let mut setup = Setup::new();
         let (key, value) = flow(443, 1);
         let answer = response(
             "api.example.test.",
@@ -483,20 +519,11 @@ mod tests {
             KernelEvent::NewFlow(key),
         ]);
         let kernel = FakeKernel(Mutex::new(vec![(key, value)]));
-        main_loop(
-            &kernel,
-            &mut ring,
-            &mut pipeline,
-            &mut writer,
-            &metrics,
-            Duration::from_secs(3600),
-            async {},
-        )
-        .await
-        .unwrap();
-        let records =
-            flow_model::read_records(std::fs::read_to_string(&out).unwrap().as_bytes(), "out")
-                .unwrap();
+        setup
+            .main_loop(&kernel, &mut ring, Duration::from_secs(3600), async {})
+            .await
+            .unwrap();
+        let records = records(&setup.out);
         assert_eq!(records.len(), 1, "{records:?}");
         assert_eq!(records[0].destination.dns_names, ["api.example.test"]);
     }

@@ -14,15 +14,10 @@ use std::{
 };
 
 use agent::kernel::{DnsAnswer, Error, KernelEvent, Options, Probes};
-use agent_common::{Counter, FlowKey, FlowValue, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use agent_common::{Counter, FlowKey, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 
 mod kernel_world;
-use kernel_world::{attached, hex, World, V4, V6};
-
-fn attach() -> Probes {
-    let root = agent::cgroup::mount::find_cgroup2_root().expect("cgroup2 root");
-    Probes::attach(&root).unwrap_or_else(|e| panic!("attach: {e}"))
-}
+use kernel_world::{attach, attached, flows_of, hex, World, V4, V6};
 
 fn key(cgroup_id: u64, family: u8, addr: &[u8], dport: u16, protocol: u8) -> FlowKey {
     let mut daddr = [0u8; 16];
@@ -35,16 +30,6 @@ fn key(cgroup_id: u64, family: u8, addr: &[u8], dport: u16, protocol: u8) -> Flo
         protocol,
         _pad: [0; 4],
     }
-}
-
-fn flows_of(probes: &Probes, cgroup_id: u64) -> BTreeMap<(u8, [u8; 16], u16, u8), FlowValue> {
-    probes
-        .flow_table()
-        .unwrap()
-        .into_iter()
-        .filter(|(k, _)| k.cgroup_id == cgroup_id)
-        .map(|(k, v)| ((k.family, k.daddr, k.dport, k.protocol), v))
-        .collect()
 }
 
 /// Collects events until `done` holds for the ones seen so far, or panics after 10 s.

@@ -12,11 +12,10 @@ use std::{
 };
 
 use agent::kernel::{KernelEvent, Options, Probes};
-use agent_common::{Counter, FlowKey, FlowValue, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use agent_common::{Counter, FlowKey, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 
-#[allow(dead_code)]
 mod kernel_world;
-use kernel_world::{World, V4, V6};
+use kernel_world::{attach, flows_of, Destination, World, V4, V6};
 
 /// The pod's traffic. `connects`: UDP connects in every combination, with and without sends.
 /// `gai`: getaddrinfo of a name with two addresses (from the netns's own hosts file), then one
@@ -82,26 +81,10 @@ elif what in ("release", "pressure"):
     print(what, "sent")
 "#;
 
-fn attach() -> Probes {
-    let root = agent::cgroup::mount::find_cgroup2_root().expect("cgroup2 root");
-    Probes::attach(&root).unwrap_or_else(|e| panic!("attach: {e}"))
-}
-
 fn v4(a: Ipv4Addr) -> [u8; 16] {
     let mut daddr = [0u8; 16];
     daddr[..4].copy_from_slice(&a.octets());
     daddr
-}
-
-/// (family, address, port, protocol) → value, for the flows of one cgroup.
-fn flows_of(probes: &Probes, cgroup_id: u64) -> BTreeMap<(u8, [u8; 16], u16, u8), FlowValue> {
-    probes
-        .flow_table()
-        .unwrap()
-        .into_iter()
-        .filter(|(k, _)| k.cgroup_id == cgroup_id)
-        .map(|(k, v)| ((k.family, k.daddr, k.dport, k.protocol), v))
-        .collect()
 }
 
 /// The NewFlow events of `cgroup_id` that arrive within `wait`.
@@ -245,7 +228,7 @@ async fn getaddrinfo_with_two_answers_leaves_only_the_tcp_flow() {
 
 /// The flows of the pod after `what` ran with probes of their own, attached at the pod cgroup
 /// with a 16-entry table of pending UDP connects.
-fn run_with_small_pending_table(what: &str) -> BTreeMap<(u8, [u8; 16], u16, u8), u64> {
+fn run_with_small_pending_table(what: &str) -> BTreeMap<Destination, u64> {
     let world = World::new(&what[..1]);
     let options = Options {
         pending_udp_entries: 16,

@@ -13,10 +13,10 @@ use std::{
 };
 
 use agent::kernel::{Options, Probes};
-use agent_common::{Counter, FlowValue, AF_INET, AF_INET6, IPPROTO_UDP};
+use agent_common::{Counter, AF_INET, AF_INET6, IPPROTO_UDP};
 
 mod kernel_world;
-use kernel_world::{in_cgroup, parse_lines, World, V4, V6};
+use kernel_world::{cgroup_id, client_output, flows_of, in_cgroup, Destination, World, V4, V6};
 
 /// The server of pod A. Answers every datagram to the peer it came from; on "send PORT" on stdin
 /// it sends one datagram of its own, from the IPv4 socket, to V4:PORT (a server that initiates).
@@ -63,30 +63,14 @@ print("mapped", ask(socket.AF_INET, V4, 5301, 1))
 /// Replies the server sends per client run: 2 (v4), 1 (v6), 1 (mapped).
 const REPLIES_PER_CLIENT: u64 = 4;
 
-type Flows = BTreeMap<(u8, [u8; 16], u16, u8), FlowValue>;
-
-fn flows_of(probes: &Probes, cgroup_id: u64) -> Flows {
-    probes
-        .flow_table()
-        .unwrap()
-        .into_iter()
-        .filter(|(k, _)| k.cgroup_id == cgroup_id)
-        .map(|(k, v)| ((k.family, k.daddr, k.dport, k.protocol), v))
-        .collect()
-}
-
-fn v4_key(port: u16) -> (u8, [u8; 16], u16, u8) {
+fn v4_key(port: u16) -> Destination {
     let mut a = [0u8; 16];
     a[..4].copy_from_slice(&V4.octets());
     (AF_INET, a, port, IPPROTO_UDP)
 }
 
-fn v6_key(port: u16) -> (u8, [u8; 16], u16, u8) {
+fn v6_key(port: u16) -> Destination {
     (AF_INET6, V6.octets(), port, IPPROTO_UDP)
-}
-
-fn cgroup_id(dir: &std::path::Path) -> u64 {
-    std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(dir).unwrap())
 }
 
 struct Server {
@@ -137,13 +121,7 @@ fn run_client(world: &World, cgroup: Option<&std::path::Path>) -> BTreeMap<Strin
     if let Some(dir) = cgroup {
         in_cgroup(&mut cmd, dir);
     }
-    let out = cmd.output().expect("run client");
-    assert!(
-        out.status.success(),
-        "client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_lines(&out.stdout)
+    client_output(cmd)
         .into_iter()
         .map(|(k, v)| (k, v.parse().unwrap()))
         .collect()

@@ -1,42 +1,14 @@
 //! Bad input to every file and argument the commands read: a clear one-line `error: ...` on
 //! stderr naming the input, and exit code 2. Runs the built binary.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+#[path = "fixtures/fixture.rs"]
+mod fixture;
 
-fn fixture(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
-        .display()
-        .to_string()
-}
-
-fn cluster_args() -> Vec<String> {
-    let mut args = vec!["--cluster".to_string()];
-    for f in [
-        "nodes.yaml",
-        "kube-system.yaml",
-        "default.yaml",
-        "shop.yaml",
-        "data.json",
-    ] {
-        args.push(fixture(&format!("cluster/{f}")));
-    }
-    args
-}
-
-fn run(args: &[String]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_recommender"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the recommender binary runs")
-}
+use fixture::{cluster_args, evaluate_args as evaluate, run_binary};
 
 /// Asserts exit 2 and a single `error:` line containing every `expected` part; returns it.
 fn bad(args: Vec<String>, expected: &[&str]) -> String {
-    let out = run(&args);
+    let out = run_binary(&args);
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(
         out.status.code(),
@@ -65,18 +37,21 @@ fn recommend(cluster: Vec<String>, flows: &str) -> Vec<String> {
 
 #[test]
 fn cluster_file_missing() {
-    let missing = fixture("cluster/nope.yaml");
+    let missing = fixture::file("cluster/nope.yaml");
     bad(
-        recommend(args(&["--cluster", &missing]), &fixture("flows.jsonl")),
+        recommend(
+            args(&["--cluster", &missing]),
+            &fixture::file("flows.jsonl"),
+        ),
         &[&missing, "cannot read"],
     );
 }
 
 #[test]
 fn cluster_file_bad_yaml_names_line_and_column() {
-    let file = fixture("bad/syntax.yaml");
+    let file = fixture::file("bad/syntax.yaml");
     let e = bad(
-        recommend(args(&["--cluster", &file]), &fixture("flows.jsonl")),
+        recommend(args(&["--cluster", &file]), &fixture::file("flows.jsonl")),
         &[&file, "not valid YAML"],
     );
     assert!(
@@ -87,35 +62,35 @@ fn cluster_file_bad_yaml_names_line_and_column() {
 
 #[test]
 fn cluster_file_bad_json_names_line_and_column() {
-    let file = fixture("bad/syntax.json");
+    let file = fixture::file("bad/syntax.json");
     bad(
-        recommend(args(&["--cluster", &file]), &fixture("flows.jsonl")),
+        recommend(args(&["--cluster", &file]), &fixture::file("flows.jsonl")),
         &[&format!("{file}:5:"), "not valid JSON"],
     );
 }
 
 #[test]
 fn cluster_file_bad_object_names_document_kind_and_name() {
-    let file = fixture("bad/object.yaml");
+    let file = fixture::file("bad/object.yaml");
     bad(
-        recommend(args(&["--cluster", &file]), &fixture("flows.jsonl")),
+        recommend(args(&["--cluster", &file]), &fixture::file("flows.jsonl")),
         &[&file, "document 2", "Pod shop/web-0"],
     );
-    let file = fixture("bad/no-kind.yaml");
+    let file = fixture::file("bad/no-kind.yaml");
     bad(
-        recommend(args(&["--cluster", &file]), &fixture("flows.jsonl")),
+        recommend(args(&["--cluster", &file]), &fixture::file("flows.jsonl")),
         &[&file, "no `kind`"],
     );
 }
 
 #[test]
 fn flows_file_missing_or_bad() {
-    let missing = fixture("nope.jsonl");
+    let missing = fixture::file("nope.jsonl");
     bad(
         recommend(cluster_args(), &missing),
         &[&missing, "cannot read"],
     );
-    let file = fixture("bad/flows.jsonl");
+    let file = fixture::file("bad/flows.jsonl");
     bad(
         recommend(cluster_args(), &file),
         &[&format!("{file}:2:"), "not a FlowRecord"],
@@ -127,7 +102,7 @@ fn flows_file_missing_or_bad() {
         "--flows",
         &file,
         "--policies",
-        &fixture("policies/shop.yaml"),
+        &fixture::file("policies/shop.yaml"),
     ]));
     bad(v, &[&format!("{file}:2:")]);
 }
@@ -139,17 +114,17 @@ fn policies_file_missing_or_bad() {
         v.extend(cluster_args());
         v.extend(args(&[
             "--flows",
-            &fixture("flows.jsonl"),
+            &fixture::file("flows.jsonl"),
             "--policies",
             policies,
         ]));
         v
     };
-    let missing = fixture("policies/nope.yaml");
+    let missing = fixture::file("policies/nope.yaml");
     bad(verify(&missing), &[&missing, "cannot read"]);
-    let file = fixture("bad/syntax.yaml");
+    let file = fixture::file("bad/syntax.yaml");
     bad(verify(&file), &[&file, "not valid YAML"]);
-    let file = fixture("bad/policy.yaml");
+    let file = fixture::file("bad/policy.yaml");
     bad(
         verify(&file),
         &[&file, "document 1", "NetworkPolicy shop/web-egress"],
@@ -168,24 +143,6 @@ fn policies_file_missing_or_bad() {
         "80",
     ]));
     bad(e, &["NetworkPolicy shop/web-egress"]);
-}
-
-fn evaluate(from: &str, to: &str, port: &str, protocol: &str) -> Vec<String> {
-    let mut e = args(&["evaluate"]);
-    e.extend(cluster_args());
-    e.extend(args(&[
-        "--policies",
-        &fixture("policies/shop.yaml"),
-        "--from",
-        from,
-        "--to",
-        to,
-        "--port",
-        port,
-        "--protocol",
-        protocol,
-    ]));
-    e
 }
 
 #[test]
@@ -220,22 +177,22 @@ fn evaluate_bad_arguments() {
 #[test]
 fn usage_errors() {
     // No command at all: clap's usage on stderr.
-    let out = run(&[]);
+    let out = run_binary(&[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: recommender <COMMAND>"));
     bad(args(&["recommend", "--flows", "x"]), &["--cluster"]);
     bad(args(&["nosuchcommand"]), &["nosuchcommand"]);
-    let mut r = recommend(cluster_args(), &fixture("flows.jsonl"));
+    let mut r = recommend(cluster_args(), &fixture::file("flows.jsonl"));
     r.extend(args(&["--cidr-prefix-v4", "33"]));
     bad(r, &["33"]);
-    let mut r = recommend(cluster_args(), &fixture("flows.jsonl"));
+    let mut r = recommend(cluster_args(), &fixture::file("flows.jsonl"));
     r.extend(args(&["--cluster-cidr", "10.244.0.0/99"]));
     bad(r, &["10.244.0.0/99"]);
 }
 
 #[test]
 fn help_is_not_an_error() {
-    let out = run(&args(&["--help"]));
+    let out = run_binary(&args(&["--help"]));
     assert_eq!(out.status.code(), Some(0));
     let help = String::from_utf8_lossy(&out.stdout);
     for command in ["recommend", "verify", "evaluate"] {

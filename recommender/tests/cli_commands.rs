@@ -4,41 +4,22 @@
 //! `api` pods on 8080 only; the api-v2 backend listens on 9090, so a connection to the `api`
 //! Service is denied for one of its two backends.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+#[path = "fixtures/fixture.rs"]
+mod fixture;
 
 const WEB: &str = "shop/web-5d8f7c9b4-x2k4q";
 
-fn fixture(path: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(path)
-        .display()
-        .to_string()
-}
-
-fn cluster_args() -> Vec<String> {
-    let mut args = vec!["--cluster".to_string()];
-    for f in [
-        "nodes.yaml",
-        "kube-system.yaml",
-        "default.yaml",
-        "shop.yaml",
-        "data.json",
-    ] {
-        args.push(fixture(&format!("cluster/{f}")));
-    }
-    args
-}
-
+/// Runs `command` on the fixture cluster with `more` arguments: (exit code, stdout, stderr).
 fn run(command: &str, more: &[&str]) -> (i32, String, String) {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_recommender"))
-        .arg(command)
-        .args(cluster_args())
-        .args(more)
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("the recommender binary runs");
+    let mut args = vec![command.to_string()];
+    args.extend(fixture::cluster_args());
+    args.extend(more.iter().map(|a| a.to_string()));
+    run_with(&args)
+}
+
+/// Runs the binary with `args`: (exit code, stdout, stderr).
+fn run_with(args: &[String]) -> (i32, String, String) {
+    let out = fixture::run_binary(args);
     (
         out.status.code().expect("exit code, not a signal"),
         String::from_utf8_lossy(&out.stdout).into(),
@@ -46,30 +27,19 @@ fn run(command: &str, more: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `evaluate` with the fixture policies: (exit code, stdout); asserts there is no error.
 fn evaluate(from: &str, to: &str, port: &str, protocol: &str) -> (i32, String) {
-    let policies = fixture("policies/shop.yaml");
-    let (code, stdout, stderr) = run(
-        "evaluate",
-        &[
-            "--policies",
-            &policies,
-            "--from",
-            from,
-            "--to",
-            to,
-            "--port",
-            port,
-            "--protocol",
-            protocol,
-        ],
-    );
+    let (code, stdout, stderr) = run_with(&fixture::evaluate_args(from, to, port, protocol));
     assert!(!stderr.contains("error:"), "{stderr}");
     (code, stdout)
 }
 
 #[test]
 fn verify_lists_each_denied_connection_and_exits_1() {
-    let (flows, policies) = (fixture("flows.jsonl"), fixture("policies/shop.yaml"));
+    let (flows, policies) = (
+        fixture::file("flows.jsonl"),
+        fixture::file("policies/shop.yaml"),
+    );
     let (code, stdout, stderr) = run("verify", &["--flows", &flows, "--policies", &policies]);
     assert_eq!(code, 1, "{stdout}{stderr}");
     let lines: Vec<&str> = stdout.lines().collect();
@@ -109,7 +79,7 @@ fn verify_exits_0_when_nothing_is_denied() {
     std::fs::create_dir_all(&dir).unwrap();
     let empty = dir.join("none.yaml");
     std::fs::write(&empty, "# no policies\n").unwrap();
-    let flows = fixture("flows.jsonl");
+    let flows = fixture::file("flows.jsonl");
     let (code, stdout, stderr) = run(
         "verify",
         &["--flows", &flows, "--policies", empty.to_str().unwrap()],
@@ -166,7 +136,7 @@ fn evaluate_denied_to_pods_and_addresses() {
 
 #[test]
 fn recommend_prints_policies_for_the_observed_flows() {
-    let flows = fixture("flows.jsonl");
+    let flows = fixture::file("flows.jsonl");
     let (code, stdout, stderr) = run("recommend", &["--flows", &flows]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("kind: NetworkPolicy"), "{stdout}");
@@ -177,8 +147,11 @@ fn recommend_prints_policies_for_the_observed_flows() {
 
 #[test]
 fn given_policies_replace_the_cluster_files_ones_of_the_same_name() {
-    let (flows, policies) = (fixture("flows.jsonl"), fixture("policies/shop.yaml"));
-    let in_cluster = fixture("policies/in-cluster.yaml");
+    let (flows, policies) = (
+        fixture::file("flows.jsonl"),
+        fixture::file("policies/shop.yaml"),
+    );
+    let in_cluster = fixture::file("policies/in-cluster.yaml");
     // The cluster's allow-all shop/web-egress would allow everything; the given one replaces it.
     let (code, stdout, stderr) = run(
         "verify",

@@ -4,28 +4,10 @@
 mod fixture;
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-use flow_model::{Protocol, WorkloadRef};
+use fixture::{ip, labels, workload};
+use flow_model::Protocol;
 use recommender::cluster::{self, Cluster, IpOwner};
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn workload(kind: &str, name: &str) -> WorkloadRef {
-    WorkloadRef {
-        kind: kind.into(),
-        name: name.into(),
-    }
-}
 
 fn pod<'c>(c: &'c Cluster, ns: &str, name: &str) -> &'c k8s_openapi::api::core::v1::Pod {
     c.pod(ns, name)

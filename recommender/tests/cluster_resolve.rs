@@ -3,32 +3,11 @@
 #[path = "fixtures/fixture.rs"]
 mod fixture;
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
-
-use fixture::flow;
+use fixture::{flow, ip, labels, workload};
 use flow_model::{FlowRecord, Protocol, WorkloadRef};
 use recommender::cluster::Cluster;
 use recommender::policy::Endpoint;
 use recommender::resolve::{self, Peer, SourceWorkload};
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-fn workload(kind: &str, name: &str) -> WorkloadRef {
-    WorkloadRef {
-        kind: kind.into(),
-        name: name.into(),
-    }
-}
 
 const WEB: &str = "shop/web-5d8f7c9b4-x2k4q";
 

@@ -2,8 +2,11 @@
 //! default-deny with DNS, and many flows. Checks that the indexed fast path (`allows`) agrees with
 //! the explaining path (`evaluate`). Timing at scale is a benchmark (see BENCHMARKS.md), not a test.
 
+mod policy_support;
+
 use flow_model::Protocol;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use policy_support::{policies, SHOP_DENY_EGRESS_ALLOW_DNS};
 use recommender::policy::{Connection, Endpoint, PolicySet};
 
 const WORKLOADS: usize = 300;
@@ -15,19 +18,7 @@ fn policy(yaml: &str) -> NetworkPolicy {
 /// What `recommend --default-deny` produces for one namespace of `WORKLOADS` workloads: w{i}
 /// calls w{i+1} on 8080 and one external address on 443.
 fn recommendation() -> Vec<NetworkPolicy> {
-    let mut out = vec![policy(
-        r#"
-metadata: {name: default-deny-all-egress, namespace: shop}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
-  egress:
-  - to:
-    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
-      podSelector: {matchLabels: {k8s-app: kube-dns}}
-    ports: [{port: 53, protocol: UDP}, {port: 53, protocol: TCP}]
-"#,
-    )];
+    let mut out = policies(SHOP_DENY_EGRESS_ALLOW_DNS);
     for i in 0..WORKLOADS {
         out.push(policy(&format!(
             r#"

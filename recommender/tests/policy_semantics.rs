@@ -29,15 +29,6 @@ spec:
   - to: [{ipBlock: {cidr: 10.0.0.0/8}}]
 "#;
 
-const SHOP_DENY_ALL_EGRESS: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: default-deny-all-egress, namespace: shop}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
-"#;
-
 /// `egress: []` without policyTypes: defaulting looks at len(egress) != 0, so Ingress only.
 const SHOP_EMPTY_EGRESS_LIST: &str = r#"
 apiVersion: networking.k8s.io/v1
@@ -300,23 +291,6 @@ metadata: {name: deny-ingress, namespace: db}
 spec:
   podSelector: {}
   policyTypes: [Ingress]
-"#;
-
-/// The egress guide's baseline: deny all egress except DNS to the cluster DNS pods.
-const SHOP_DENY_EGRESS_ALLOW_DNS: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: default-deny-all-egress, namespace: shop}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
-  egress:
-  - to:
-    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
-      podSelector: {matchLabels: {k8s-app: kube-dns}}
-    ports:
-    - {port: 53, protocol: UDP}
-    - {port: 53, protocol: TCP}
 "#;
 
 #[test]

@@ -26,15 +26,6 @@ spec:
     ports: [{port: 8080}, {port: 5432}]
 "#;
 
-const SHOP_DENY_ALL_EGRESS: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {name: default-deny-all-egress, namespace: shop}
-spec:
-  podSelector: {}
-  policyTypes: [Egress]
-"#;
-
 const DB_DENY_INGRESS: &str = r#"
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

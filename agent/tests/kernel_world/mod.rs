@@ -1,5 +1,6 @@
-//! The test world of the kernel tests (`kernel_probes.rs`, `kernel_udp_replies.rs`): a network
-//! namespace, kubelet-style pod cgroups, servers and clients, all removed on drop.
+//! The test world of the kernel tests (`kernel_probes.rs`, `kernel_udp_connect.rs`,
+//! `kernel_udp_replies.rs`): a network namespace, kubelet-style pod cgroups, servers and clients,
+//! all removed on drop; and reading what the probes recorded.
 // Each test binary that includes this module uses a different part of it.
 #![allow(dead_code)]
 
@@ -13,6 +14,9 @@ use std::{
     process::{Child, Command, Stdio},
     time::Duration,
 };
+
+use agent::kernel::Probes;
+use agent_common::FlowValue;
 
 pub const V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xe5, 0, 0, 0, 0, 0, 1);
@@ -200,17 +204,7 @@ impl World {
         // A kubelet-style (systemd driver, containerd) pod cgroup, under a per-test top directory
         // so that parallel tests never remove each other's parents.
         let root = agent::cgroup::mount::find_cgroup2_root().expect("cgroup2 root");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let uid = format!(
-            "{:08x}_{:04x}_4000_8000_{:012x}",
-            std::process::id(),
-            tag.len(),
-            nanos & 0xffff_ffff_ffff
-        );
-        let container = format!("{:032x}{:032x}", nanos, std::process::id());
+        let (uid, container) = pod_uid_and_container(tag.len(), 0);
         let mut dir = root.join(format!("er-k-{id}.slice"));
         for part in [
             "kubepods.slice".to_string(),
@@ -234,7 +228,7 @@ impl World {
 
     /// The cgroup id the kernel reports: the inode number of the cgroup v2 directory.
     pub fn pod_cgroup_id(&self) -> u64 {
-        std::fs::metadata(self.pod_cgroup()).unwrap().ino()
+        cgroup_id(self.pod_cgroup())
     }
 
     pub fn start_servers(&mut self) {
@@ -267,13 +261,7 @@ impl World {
             .collect();
         let mut cmd = self.python(script, &argv);
         in_cgroup(&mut cmd, self.pod_cgroup());
-        let out = cmd.output().expect("run client");
-        assert!(
-            out.status.success(),
-            "client failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        parse_lines(&out.stdout)
+        client_output(cmd)
     }
 
     /// The directory above every cgroup of this world (attach there to see only its pods).
@@ -283,17 +271,8 @@ impl World {
 
     /// Another pod cgroup beside the first one, named the same way; removed on drop.
     pub fn add_pod(&mut self, tag: &str) -> PathBuf {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let uid = format!(
-            "{:08x}_{:04x}_4000_8000_{:012x}",
-            std::process::id(),
-            tag.len() + 0x100,
-            nanos & 0xffff_ffff_ffff
-        );
-        let container = format!("{:032x}{:032x}", nanos + 1, std::process::id());
+        // Other numbers than the first pod's, so that its names differ even within a nanosecond.
+        let (uid, container) = pod_uid_and_container(tag.len() + 0x100, 1);
         let mut dir = self.cgroups[2].join(format!("kubepods-besteffort-pod{uid}.slice"));
         for last in [false, true] {
             std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
@@ -314,6 +293,39 @@ impl World {
             .stdout(Stdio::piped());
         cmd
     }
+}
+
+/// A pod uid (with `_` for `-`, as in the slice name) and a container id in the kubelet's shape,
+/// unique to this process, `n` and the time; the container id's time is `nanos_bump` ahead.
+fn pod_uid_and_container(n: usize, nanos_bump: u128) -> (String, String) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let uid = format!(
+        "{:08x}_{:04x}_4000_8000_{:012x}",
+        std::process::id(),
+        n,
+        nanos & 0xffff_ffff_ffff
+    );
+    let container = format!("{:032x}{:032x}", nanos + nanos_bump, std::process::id());
+    (uid, container)
+}
+
+/// The cgroup id the kernel reports for the cgroup v2 directory `dir`: its inode number.
+pub fn cgroup_id(dir: &Path) -> u64 {
+    std::fs::metadata(dir).unwrap().ino()
+}
+
+/// Runs a client `cmd` to its end, asserts it succeeded, and returns its "key value" lines.
+pub fn client_output(mut cmd: Command) -> BTreeMap<String, String> {
+    let out = cmd.output().expect("run client");
+    assert!(
+        out.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    parse_lines(&out.stdout)
 }
 
 /// Makes `cmd` run in the cgroup `dir` from its first instruction on.
@@ -413,6 +425,29 @@ pub fn attached(dir: &Path, attach_type: u32) -> u32 {
     };
     assert_eq!(rc, 0, "BPF_PROG_QUERY: {}", std::io::Error::last_os_error());
     q.prog_cnt
+}
+
+/// Probes attached at the cgroup2 root, so that they see every test's cgroups.
+pub fn attach() -> Probes {
+    let root = agent::cgroup::mount::find_cgroup2_root().expect("cgroup2 root");
+    Probes::attach(&root).unwrap_or_else(|e| panic!("attach: {e}"))
+}
+
+/// A flow table key without its cgroup: (family, address, port, protocol).
+pub type Destination = (u8, [u8; 16], u16, u8);
+
+/// The flows of one cgroup, by destination.
+pub type Flows = BTreeMap<Destination, FlowValue>;
+
+/// The flows the probes recorded for `cgroup_id`.
+pub fn flows_of(probes: &Probes, cgroup_id: u64) -> Flows {
+    probes
+        .flow_table()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.cgroup_id == cgroup_id)
+        .map(|(k, v)| ((k.family, k.daddr, k.dport, k.protocol), v))
+        .collect()
 }
 
 /// Decodes the hex the client prints.

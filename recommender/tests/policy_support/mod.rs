@@ -9,10 +9,38 @@ use flow_model::Protocol;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use recommender::policy::{Connection, Endpoint, PolicySet};
 
+#[allow(unused_imports)] // not every test binary names every protocol
 pub use flow_model::Protocol::{Sctp as SCTP, Tcp as TCP, Udp as UDP};
 
 pub const ALLOW: bool = true;
 pub const DENY: bool = false;
+
+/// Selects every pod of shop and isolates its egress: nothing is allowed out.
+pub const SHOP_DENY_ALL_EGRESS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny-all-egress, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+"#;
+
+/// The egress guide's baseline: deny all egress except DNS to the cluster DNS pods.
+pub const SHOP_DENY_EGRESS_ALLOW_DNS: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-deny-all-egress, namespace: shop}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: kube-system}}
+      podSelector: {matchLabels: {k8s-app: kube-dns}}
+    ports:
+    - {port: 53, protocol: UDP}
+    - {port: 53, protocol: TCP}
+"#;
 
 /// Parses multi-document YAML (`---` separated NetworkPolicy manifests).
 pub fn policies(yaml: &str) -> Vec<NetworkPolicy> {
