@@ -1,0 +1,77 @@
+//! Traffic from inside a pod: a small python3 client that performs a list of actions and fails on
+//! any unexpected result, so that the flows a test asserts are flows that really happened.
+
+use std::process::Command;
+
+/// Actions, one per argument, words separated by spaces:
+/// - `tcp HOST PORT`: connect, expect the server's `ok`;
+/// - `refused HOST PORT`: connect, expect a reset (connection refused);
+/// - `resolve NAME 4|6 PORT`: getaddrinfo through the pod's resolver, then `tcp` to the answer;
+/// - `udp-sendto HOST PORT`: one datagram with sendto on an unconnected socket;
+/// - `udp-connect HOST PORT`: connect a UDP socket, then send one datagram.
+///
+/// Each action prints one JSON line. getaddrinfo is asked for SOCK_STREAM only: with several
+/// results glibc sorts them by RFC 6724, which connects a UDP socket to each candidate address, and
+/// the kernel hooks would rightly see those connects as UDP flows that the test did not mean to make.
+const CLIENT_PY: &str = r#"
+import json, socket, sys
+def tcp(host, port):
+    fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect((host, port))
+        data = b''
+        while True:
+            chunk = s.recv(64)
+            if not chunk:
+                break
+            data += chunk
+        if data != b'ok\n':
+            raise SystemExit(f'tcp {host} {port}: unexpected reply {data!r}')
+for action in sys.argv[1:]:
+    words = action.split()
+    op, result = words[0], {'action': action}
+    if op == 'tcp':
+        tcp(words[1], int(words[2]))
+    elif op == 'refused':
+        fam = socket.AF_INET6 if ':' in words[1] else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            try:
+                s.connect((words[1], int(words[2])))
+            except ConnectionRefusedError:
+                pass
+            else:
+                raise SystemExit(f'{action}: connected, expected a refusal')
+    elif op == 'resolve':
+        fam = socket.AF_INET6 if words[2] == '6' else socket.AF_INET
+        infos = socket.getaddrinfo(words[1], int(words[3]), fam, socket.SOCK_STREAM)
+        addrs = sorted({info[4][0] for info in infos})
+        result['addrs'] = addrs
+        tcp(addrs[0], int(words[3]))
+    elif op in ('udp-sendto', 'udp-connect'):
+        host, port = words[1], int(words[2])
+        fam = socket.AF_INET6 if ':' in host else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            if op == 'udp-sendto':
+                s.sendto(b'hello', (host, port))
+            else:
+                s.connect((host, port))
+                s.send(b'hello')
+    else:
+        raise SystemExit(f'unknown action {action!r}')
+    print(json.dumps(result), flush=True)
+"#;
+
+/// Runs the client with `actions` through `cmd` (a python3 command already placed in a pod's netns
+/// and cgroup) and returns one JSON value per action. Panics with the client's error on failure.
+pub fn run_client(mut cmd: Command, actions: &[String]) -> Vec<serde_json::Value> {
+    cmd.args(["-c", CLIENT_PY]).args(actions);
+    let out = super::run(&mut cmd);
+    let values: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("client prints JSON lines"))
+        .collect();
+    assert_eq!(values.len(), actions.len(), "one result per action");
+    values
+}
