@@ -1,3 +1,260 @@
-//! Root integration tests: the agent binary against hosts the tests build themselves.
+//! Root integration tests: the agent binary, with its kernel programs attached, against hosts the
+//! tests build themselves (see `support/`). They assert the exact set of FlowRecords the agent
+//! writes for the test's own pods, and how it treats bad and changing pods files.
+//!
+//! Every agent on the machine sees every connection on it, including those of tests running in
+//! parallel, so each test keeps only records from its own pods (by UID) or to its own host-only
+//! destination.
 
 mod support;
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use flow_model::{Outcome, Protocol};
+
+use support::agent::{agent_command, free_port, run_to_exit, Agent};
+use support::dns::{dig, API_NAME, V6_NAME, WWW_NAME};
+use support::expect::{assert_exact, is_ours, read_merged, Expected, From};
+use support::hosts::*;
+use support::pods::{pods_file_json, test_pods, NODE_NAME};
+use support::traffic::run_client;
+use support::{require_root, unique_prefix, wait_for, TempDir};
+
+const AGENT: &str = env!("CARGO_BIN_EXE_agent");
+
+/// Attaching programs in a debug build on a busy 2-core machine can take a while; readiness is
+/// still bounded.
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The flows the traffic below makes, from pod 0 (`shop/web-...-x2k4q`, systemd driver,
+/// BestEffort), pod 1 (`shop/web-...-h7m2p`, cgroupfs driver, Burstable), pod 2
+/// (`payments/api-...-q8w2e`, systemd driver, Guaranteed) and the node process.
+fn expected_flows(node_port: u16) -> Vec<Expected> {
+    use Outcome::*;
+    use Protocol::*;
+    vec![
+        // Pod 0: getaddrinfo over UDP (glibc connects its UDP socket), then TCP to the answer;
+        // several ports of one host; a closed port.
+        Expected::new(From::Pod(0), DNS_V4, 53, Udp, Sent),
+        Expected::new(From::Pod(0), API_V4, 443, Tcp, Established).names(&[API_NAME]),
+        Expected::new(From::Pod(0), MULTI_V4, 80, Tcp, Established),
+        Expected::new(From::Pod(0), MULTI_V4, 8080, Tcp, Established),
+        Expected::new(From::Pod(0), MULTI_V4, 9000, Tcp, Established).count(3),
+        Expected::new(From::Pod(0), MULTI_V4, CLOSED_PORT, Tcp, Refused).count(2),
+        // Pod 1: an AAAA lookup, then TCP over IPv6; unconnected and connected UDP.
+        Expected::new(From::Pod(1), DNS_V4, 53, Udp, Sent),
+        Expected::new(From::Pod(1), API_V6, 443, Tcp, Established).names(&[V6_NAME]),
+        Expected::new(From::Pod(1), MULTI_V4, UDP_SENDTO_PORT, Udp, Sent).count(3),
+        Expected::new(From::Pod(1), MULTI_V4, UDP_CONNECT_PORT, Udp, Sent),
+        // Pod 2: DNS over TCP whose answer is a CNAME chain; the chain's names go to its address.
+        Expected::new(From::Pod(2), DNS_V4, 53, Tcp, Established),
+        Expected::new(From::Pod(2), API_V4, 443, Tcp, Established).names(&[API_NAME, WWW_NAME]),
+        // The node process, outside any pod.
+        Expected::new(From::Host, NODE_TARGET_V4, node_port, Tcp, Established),
+    ]
+}
+
+#[test]
+fn agent_reports_exact_flows_of_test_pods() {
+    let hosts = Hosts::build(test_pods());
+    let specs: Vec<_> = hosts.pods.iter().map(|p| p.spec.clone()).collect();
+    let pods_file = hosts.dir.path().join("pods.json");
+    std::fs::write(&pods_file, pods_file_json(&specs)).unwrap();
+
+    let mut agent = Agent::start(AGENT, hosts.dir.path(), &pods_file);
+    agent.wait_ready(READY_TIMEOUT);
+
+    let [web0, web1, api] = &hosts.pods[..] else {
+        panic!("three test pods")
+    };
+    let results = run_client(
+        web0.command("python3"),
+        &[
+            format!("resolve {API_NAME} 4 443"),
+            format!("tcp {MULTI_V4} 80"),
+            format!("tcp {MULTI_V4} 8080"),
+            format!("tcp {MULTI_V4} 9000"),
+            format!("tcp {MULTI_V4} 9000"),
+            format!("tcp {MULTI_V4} 9000"),
+            format!("refused {MULTI_V4} {CLOSED_PORT}"),
+            format!("refused {MULTI_V4} {CLOSED_PORT}"),
+        ],
+    );
+    assert_eq!(results[0]["addrs"], serde_json::json!([API_V4]));
+    let results = run_client(
+        web1.command("python3"),
+        &[
+            format!("resolve {V6_NAME} 6 443"),
+            format!("udp-sendto {MULTI_V4} {UDP_SENDTO_PORT}"),
+            format!("udp-sendto {MULTI_V4} {UDP_SENDTO_PORT}"),
+            format!("udp-sendto {MULTI_V4} {UDP_SENDTO_PORT}"),
+            format!("udp-connect {MULTI_V4} {UDP_CONNECT_PORT}"),
+        ],
+    );
+    assert_eq!(results[0]["addrs"], serde_json::json!([API_V6]));
+    let chain = dig(&mut api.command("dig"), DNS_V4, WWW_NAME, "A", true);
+    assert_eq!(chain, [format!("{API_NAME}."), API_V4.to_owned()]);
+    run_client(api.command("python3"), &[format!("tcp {API_V4} 443")]);
+    run_client(
+        hosts.node.command("python3"),
+        &[format!("tcp {NODE_TARGET_V4} {}", hosts.node_port)],
+    );
+    // The servers saw the traffic: whatever the agent reports, it happened.
+    hosts
+        .servers
+        .expect_line(&format!("udp v4 {UDP_SENDTO_PORT} {} 5", web1.spec.ip4));
+
+    let expected = expected_flows(hosts.node_port);
+    let host_targets: Vec<(IpAddr, u16)> = vec![(NODE_TARGET_V4.parse().unwrap(), hosts.node_port)];
+    // DNS answers travel through the ring buffer and are parsed asynchronously; wait (bounded)
+    // until the periodic flushes show every expected flow with its names, so that the final
+    // comparison tests the agent's content rather than a race with its event loop. If they never
+    // do, the comparison after shutdown says what is missing.
+    let complete = || {
+        let ours: Vec<_> = read_merged_if_present(&agent.flows_out)
+            .into_iter()
+            .filter(|r| is_ours(r, &specs, &host_targets))
+            .collect();
+        expected
+            .iter()
+            .all(|e| {
+                ours.iter().any(|r| {
+                    r.destination.ip == e.ip
+                        && r.destination.port == e.port
+                        && r.destination.dns_names == e.dns_names
+                })
+            })
+            .then_some(())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while complete().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+
+    check_metrics(&agent);
+
+    let status = agent.terminate(EXIT_TIMEOUT);
+    assert!(
+        status.success(),
+        "agent exit after SIGTERM: {status}\n{}",
+        agent.log_text()
+    );
+
+    let records: Vec<_> = read_merged(&agent.flows_out)
+        .into_iter()
+        .filter(|r| is_ours(r, &specs, &host_targets))
+        .collect();
+    eprintln!("merged FlowRecords of this test:");
+    for r in &records {
+        eprintln!("{}", r.to_json_line());
+    }
+    assert_exact(&records, &expected, &specs, NODE_NAME);
+}
+
+fn read_merged_if_present(path: &Path) -> Vec<flow_model::FlowRecord> {
+    if !path.exists() {
+        return Vec::new();
+    }
+    // A flush may be half-written when we read; only complete lines are parsed.
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let complete = match text.rfind('\n') {
+        Some(end) => &text[..=end],
+        None => "",
+    };
+    match flow_model::read_records(complete.as_bytes(), "flows") {
+        Ok(records) => support::expect::merge(records),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `/metrics` while the agent runs: the metric families exist, and DNS answers were parsed.
+fn check_metrics(agent: &Agent) {
+    let (status, body) = agent.get("/metrics").expect("GET /metrics");
+    assert_eq!(status, 200, "/metrics: {body}");
+    for name in support::agent::EXPECTED_METRICS {
+        assert!(
+            body.lines().any(|l| l.starts_with(name)),
+            "metric {name} missing from /metrics:\n{body}"
+        );
+    }
+    let answers = support::agent::metric_sum(&body, support::agent::DNS_ANSWERS_METRIC);
+    assert!(answers > 0.0, "no DNS answers parsed:\n{body}");
+}
+
+#[test]
+fn agent_rejects_missing_pods_file() {
+    require_root();
+    let dir = TempDir::new(&unique_prefix());
+    let missing = dir.path().join("no-such-pods.json");
+    let metrics = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cmd = agent_command(AGENT, &missing, &dir.path().join("flows.jsonl"), metrics);
+    let (status, output) = run_to_exit(cmd, EXIT_TIMEOUT);
+    assert!(
+        !status.success(),
+        "agent started without its pods file:\n{output}"
+    );
+    assert!(
+        output.contains(&missing.display().to_string()),
+        "the error names the file:\n{output}"
+    );
+}
+
+#[test]
+fn agent_rejects_malformed_pods_file() {
+    require_root();
+    let dir = TempDir::new(&unique_prefix());
+    let bad = dir.path().join("pods.json");
+    std::fs::write(
+        &bad,
+        "{\"apiVersion\": \"v1\", \"kind\": \"List\", \"items\": [",
+    )
+    .unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let cmd = agent_command(AGENT, &bad, &dir.path().join("flows.jsonl"), metrics);
+    let (status, output) = run_to_exit(cmd, EXIT_TIMEOUT);
+    assert!(
+        !status.success(),
+        "agent accepted a malformed pods file:\n{output}"
+    );
+    assert!(
+        output.contains(&bad.display().to_string()),
+        "the error names the file:\n{output}"
+    );
+}
+
+#[test]
+fn agent_keeps_last_good_pods_file_on_bad_reload() {
+    require_root();
+    let dir = TempDir::new(&unique_prefix());
+    let pods_file = dir.path().join("pods.json");
+    std::fs::write(&pods_file, pods_file_json(&test_pods())).unwrap();
+    let mut agent = Agent::start(AGENT, dir.path(), &pods_file);
+    agent.wait_ready(READY_TIMEOUT);
+
+    std::fs::write(&pods_file, "items: [ {").unwrap();
+    support::agent::trigger_reload(&agent);
+    wait_for(
+        "the agent to log that it kept the last good pods file",
+        Duration::from_secs(20),
+        || support::agent::logs_kept_last_good(&agent.log_text(), &pods_file).then_some(()),
+    );
+    assert!(
+        agent.running(),
+        "the agent died on a bad reload:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        agent.get("/readyz").map(|(s, _)| s),
+        Some(200),
+        "still ready after a bad reload"
+    );
+    let status = agent.terminate(EXIT_TIMEOUT);
+    assert!(
+        status.success(),
+        "exit after SIGTERM: {status}\n{}",
+        agent.log_text()
+    );
+}

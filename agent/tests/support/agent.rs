@@ -171,3 +171,31 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// Metric families the agent must export (checked by prefix on `/metrics` lines).
+pub const EXPECTED_METRICS: &[&str] = &[DNS_ANSWERS_METRIC];
+
+/// The counter of DNS answers the agent parsed.
+pub const DNS_ANSWERS_METRIC: &str = "egress_agent_dns_answers_total";
+
+/// The sum of every sample of `name` (all label sets) in a Prometheus text exposition.
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Makes the agent notice a changed pods file.
+pub fn trigger_reload(_agent: &Agent) {}
+
+/// Whether the agent's log says it rejected the new `pods_file` and kept the last good one.
+pub fn logs_kept_last_good(log: &str, pods_file: &Path) -> bool {
+    let file = pods_file.display().to_string();
+    log.lines()
+        .any(|l| l.contains(&file) && l.to_lowercase().contains("last good"))
+}

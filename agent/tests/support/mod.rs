@@ -16,6 +16,7 @@
 pub mod agent;
 pub mod cgroup;
 pub mod dns;
+pub mod expect;
 pub mod hosts;
 pub mod netns;
 pub mod pods;

@@ -61,7 +61,7 @@ fn hosts_smoke() {
 
     // Processes started in a pod run in its container cgroup, whatever the kubelet layout.
     for pod in &hosts.pods {
-        let out = run(&mut pod.command("cat").arg("/proc/self/cgroup"));
+        let out = run(pod.command("cat").arg("/proc/self/cgroup"));
         let text = String::from_utf8_lossy(&out.stdout);
         let expected = format!("0::/{}", pod.spec.cgroup_path());
         assert!(
