@@ -8,7 +8,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::pods::NODE_NAME;
-use super::{wait_for, ChildGuard};
+use super::{die_with_parent, wait_for, ChildGuard};
 
 /// A running agent; killed (SIGKILL) on drop if the test did not stop it.
 pub struct Agent {
@@ -54,12 +54,12 @@ impl Agent {
         let flows_out = dir.join("flows.jsonl");
         let log = dir.join("agent.log");
         let log_file = std::fs::File::create(&log).expect("create agent log");
-        let child = agent_command(bin, pods_file, &flows_out, metrics_addr)
-            .stdin(Stdio::null())
+        let mut cmd = agent_command(bin, pods_file, &flows_out, metrics_addr);
+        cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log"))
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+            .stderr(log_file);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
         Agent {
             child: ChildGuard {
                 name: "agent".into(),
@@ -139,12 +139,11 @@ pub fn run_to_exit(mut cmd: Command, timeout: Duration) -> (ExitStatus, String) 
     let dir = super::TempDir::new(&format!("{}-out", super::unique_prefix()));
     let out = dir.path().join("out");
     let file = std::fs::File::create(&out).expect("create output file");
-    let child = cmd
-        .stdin(Stdio::null())
+    cmd.stdin(Stdio::null())
         .stdout(file.try_clone().expect("dup"))
-        .stderr(file)
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        .stderr(file);
+    die_with_parent(&mut cmd);
+    let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     let mut guard = ChildGuard {
         name: "agent".into(),
         child,

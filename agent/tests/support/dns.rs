@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::netns::Netns;
-use super::{wait_for, ChildGuard};
+use super::{die_with_parent, wait_for, ChildGuard};
 
 /// Names the test zone answers, and what with.
 pub const API_NAME: &str = "api.example.test";
@@ -55,6 +55,7 @@ impl Dnsmasq {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
         let child = cmd.spawn().expect("spawn dnsmasq");
         let mut dns = Dnsmasq {
             child: ChildGuard {

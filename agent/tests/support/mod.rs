@@ -191,3 +191,19 @@ impl Drop for ChildGuard {
         let _ = self.child.wait();
     }
 }
+
+/// Makes `cmd`'s child get SIGKILL when the thread that spawned it dies, so that a test process
+/// killed outright (where no `Drop` runs) leaves no dnsmasq, server or agent behind. Each test
+/// spawns and drops its helpers on its own thread, so the thread's end is the right moment.
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and the hook touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::netns::Netns;
-use super::{wait_for, ChildGuard};
+use super::{die_with_parent, wait_for, ChildGuard};
 
 /// Listens on every given port on all addresses of its namespace, v4 and v6 (v6-only sockets, so
 /// both families can bind the same port). Each accepted connection gets `ok\n` and is closed; each
@@ -72,14 +72,13 @@ impl Servers {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let mut child = ns
-            .exec("python3")
-            .args(["-u", "-c", SERVERS_PY, &join(tcp_ports), &join(udp_ports)])
+        let mut cmd = ns.exec("python3");
+        cmd.args(["-u", "-c", SERVERS_PY, &join(tcp_ports), &join(udp_ports)])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn python3 servers");
+            .stderr(Stdio::inherit());
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn python3 servers");
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);

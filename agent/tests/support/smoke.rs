@@ -112,3 +112,53 @@ fn hosts_smoke() {
         assert!(!cg.exists(), "cgroup {} removed", cg.display());
     }
 }
+
+/// A test that panics half-way still removes its namespaces, cgroups and processes: the guards
+/// run during unwinding.
+#[test]
+fn hosts_cleanup_on_panic() {
+    let seen = std::sync::Mutex::new(None);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let hosts = Hosts::build(test_pods());
+        let names: Vec<String> = hosts
+            .pods
+            .iter()
+            .map(|p| p.netns.name().to_owned())
+            .chain([hosts.world.name().to_owned()])
+            .collect();
+        let cgroups: Vec<_> = hosts
+            .pods
+            .iter()
+            .map(|p| p.cgroup.path().to_owned())
+            .collect();
+        // A process left running in a pod must not keep its cgroup alive.
+        let sleeper = hosts.pods[0]
+            .command("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn sleep in a pod");
+        *seen.lock().unwrap() = Some((names, cgroups, hosts.dns.pid(), sleeper));
+        panic!("deliberate failure inside a test");
+    }));
+    assert!(result.is_err());
+    let (names, cgroups, dns_pid, mut sleeper) = seen.into_inner().unwrap().unwrap();
+    for name in names {
+        assert!(
+            !Path::new("/var/run/netns").join(&name).exists(),
+            "netns {name} removed after a panic"
+        );
+    }
+    for cg in cgroups {
+        assert!(
+            !cg.exists(),
+            "cgroup {} removed after a panic",
+            cg.display()
+        );
+    }
+    assert!(
+        !Path::new(&format!("/proc/{dns_pid}")).exists(),
+        "dnsmasq stopped after a panic"
+    );
+    let status = sleeper.wait().expect("reap the pod's process");
+    assert!(!status.success(), "the pod's process was killed: {status}");
+}
