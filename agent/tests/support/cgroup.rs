@@ -220,3 +220,31 @@ fn is_kubelet_shared_parent(name: &str) -> bool {
             | "burstable"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layouts a kubelet with containerd creates, per driver and QoS class.
+    #[test]
+    fn kubelet_cgroup_names() {
+        let uid = "0c6e8b4e-7f2a-4d3b-9a51-2f6c1d8e9b70";
+        let id = "a".repeat(64);
+        assert_eq!(
+            kubelet_path(Driver::Systemd, Qos::BestEffort, uid, &id),
+            format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0c6e8b4e_7f2a_4d3b_9a51_2f6c1d8e9b70.slice/cri-containerd-{id}.scope")
+        );
+        assert_eq!(
+            kubelet_path(Driver::Systemd, Qos::Guaranteed, uid, &id),
+            format!("kubepods.slice/kubepods-pod0c6e8b4e_7f2a_4d3b_9a51_2f6c1d8e9b70.slice/cri-containerd-{id}.scope")
+        );
+        assert_eq!(
+            kubelet_path(Driver::Cgroupfs, Qos::Burstable, uid, &id),
+            format!("kubepods/burstable/pod{uid}/{id}")
+        );
+        assert_eq!(
+            kubelet_path(Driver::Cgroupfs, Qos::Guaranteed, uid, &id),
+            format!("kubepods/pod{uid}/{id}")
+        );
+    }
+}
