@@ -171,26 +171,37 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-/// Metric families the agent must export (checked by prefix on `/metrics` lines).
-pub const EXPECTED_METRICS: &[&str] = &[DNS_ANSWERS_METRIC];
+/// Metric families the agent exports from the start (checked by prefix on `/metrics` lines).
+pub const EXPECTED_METRICS: &[&str] = &[
+    "egress_agent_flows_observed_total",
+    "egress_agent_records_written_total",
+    "egress_agent_events_lost_total",
+    "egress_agent_flow_map_evictions_total",
+    "egress_agent_flows_tracked",
+    DNS_ANSWERS_METRIC,
+    RELOAD_ERRORS_METRIC,
+    "egress_agent_cgroups_unresolved_total",
+];
 
-/// The counter of DNS answers the agent parsed.
+/// DNS answers the agent saw, labelled by `result` (`parsed` or `rejected`).
 pub const DNS_ANSWERS_METRIC: &str = "egress_agent_dns_answers_total";
 
-/// The sum of every sample of `name` (all label sets) in a Prometheus text exposition.
-pub fn metric_sum(body: &str, name: &str) -> f64 {
+/// Failed reloads of the pods file.
+pub const RELOAD_ERRORS_METRIC: &str = "egress_agent_pods_file_reload_errors_total";
+
+/// The sum of the samples of `name` whose labels contain `label` (all samples for `""`), from a
+/// Prometheus text exposition.
+pub fn metric_sum(body: &str, name: &str, label: &str) -> f64 {
     body.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {
             l.strip_prefix(name)
                 .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
         })
+        .filter(|l| l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
-
-/// Makes the agent notice a changed pods file.
-pub fn trigger_reload(_agent: &Agent) {}
 
 /// Whether the agent's log says it rejected the new `pods_file` and kept the last good one.
 pub fn logs_kept_last_good(log: &str, pods_file: &Path) -> bool {
