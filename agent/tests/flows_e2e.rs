@@ -10,16 +10,17 @@ mod support;
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use flow_model::{Outcome, Protocol};
+use flow_model::{FlowRecord, Outcome, Protocol};
+use jiff::Timestamp;
 
 use support::agent::{
     agent_command, free_port, metric_sum, run_to_exit, Agent, DNS_ANSWERS_METRIC,
     RELOAD_ERRORS_METRIC,
 };
 use support::dns::{dig, API_NAME, V6_NAME, WWW_NAME};
-use support::expect::{assert_exact, is_ours, read_merged, Expected, From};
+use support::expect::{assert_exact, is_ours, missing, read_merged, Expected, From};
 use support::hosts::*;
 use support::pods::{pods_file_json, test_pods, NODE_NAME};
 use support::traffic::run_client;
@@ -69,6 +70,7 @@ fn agent_reports_exact_flows_of_test_pods() {
 
     let mut agent = Agent::start(AGENT, hosts.dir.path(), &pods_file);
     agent.wait_ready(READY_TIMEOUT);
+    let started = Timestamp::now();
 
     let [web0, web1, api] = &hosts.pods[..] else {
         panic!("three test pods")
@@ -110,54 +112,65 @@ fn agent_reports_exact_flows_of_test_pods() {
         .servers
         .expect_line(&format!("udp v4 {UDP_SENDTO_PORT} {} 5", web1.spec.ip4));
 
-    let expected = expected_flows(hosts.node_port);
+    let mut expected = expected_flows(hosts.node_port);
     let host_targets: Vec<(IpAddr, u16)> = vec![(NODE_TARGET_V4.parse().unwrap(), hosts.node_port)];
-    // DNS answers travel through the ring buffer and are parsed asynchronously; wait (bounded)
-    // until the periodic flushes show every expected flow with its names, so that the final
-    // comparison tests the agent's content rather than a race with its event loop. If they never
-    // do, the comparison after shutdown says what is missing.
-    let complete = || {
-        let ours: Vec<_> = read_merged_if_present(&agent.flows_out)
+    let ours = |records: Vec<FlowRecord>| -> Vec<FlowRecord> {
+        records
             .into_iter()
             .filter(|r| is_ours(r, &specs, &host_targets))
-            .collect();
-        expected
-            .iter()
-            .all(|e| {
-                ours.iter().any(|r| {
-                    r.destination.ip == e.ip
-                        && r.destination.port == e.port
-                        && r.destination.dns_names == e.dns_names
-                })
-            })
-            .then_some(())
+            .collect()
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while complete().is_none() && std::time::Instant::now() < deadline {
+    // With --flush-interval 1 every flow, with its DNS names, should reach the file while the
+    // agent runs. DNS answers go through the ring buffer and are parsed asynchronously, so this is
+    // a bounded wait, not a single look.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut not_flushed = missing(
+        &ours(read_merged_if_present(&agent.flows_out)),
+        &expected,
+        &specs,
+    );
+    while !not_flushed.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
+        not_flushed = missing(
+            &ours(read_merged_if_present(&agent.flows_out)),
+            &expected,
+            &specs,
+        );
     }
 
     check_metrics(&agent);
 
+    // One more flow right before SIGTERM, after the last periodic flush that the test saw: the
+    // agent must flush it on the way out.
+    run_client(api.command("python3"), &[format!("tcp {MULTI_V4} 9000")]);
+    expected.push(Expected::new(
+        From::Pod(2),
+        MULTI_V4,
+        9000,
+        Protocol::Tcp,
+        Outcome::Established,
+    ));
     let status = agent.terminate(EXIT_TIMEOUT);
+    let ended = Timestamp::now();
     assert!(
         status.success(),
         "agent exit after SIGTERM: {status}\n{}",
         agent.log_text()
     );
 
-    let records: Vec<_> = read_merged(&agent.flows_out)
-        .into_iter()
-        .filter(|r| is_ours(r, &specs, &host_targets))
-        .collect();
+    let records = ours(read_merged(&agent.flows_out));
     eprintln!("merged FlowRecords of this test:");
     for r in &records {
         eprintln!("{}", r.to_json_line());
     }
-    assert_exact(&records, &expected, &specs, NODE_NAME);
+    assert_exact(&records, &expected, &specs, NODE_NAME, (started, ended));
+    assert!(
+        not_flushed.is_empty(),
+        "flows missing from the periodic flushes (--flush-interval 1) before SIGTERM: {not_flushed:?}"
+    );
 }
 
-fn read_merged_if_present(path: &Path) -> Vec<flow_model::FlowRecord> {
+fn read_merged_if_present(path: &Path) -> Vec<FlowRecord> {
     if !path.exists() {
         return Vec::new();
     }

@@ -6,8 +6,12 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use flow_model::{FlowKey, FlowRecord, Outcome, Protocol, SourceKind};
+use jiff::Timestamp;
 
 use super::pods::PodSpec;
+
+/// Seconds of tolerance when comparing the agent's timestamps with the test's clock.
+pub const CLOCK_SLACK: i64 = 2;
 
 /// Reads a FlowRecord file and merges records with equal keys: the agent reports deltas, so one
 /// flow may appear in several lines (one per flush).
@@ -108,10 +112,39 @@ fn source_of(r: &FlowRecord, pods: &[PodSpec]) -> From {
     }
 }
 
+/// The expected flows that `records` (merged, filtered) do not show yet, with their DNS names.
+pub fn missing(records: &[FlowRecord], expected: &[Expected], pods: &[PodSpec]) -> Vec<String> {
+    expected
+        .iter()
+        .filter(|e| {
+            !records.iter().any(|r| {
+                source_of(r, pods) == e.from
+                    && (r.destination.ip, r.destination.port, r.destination.protocol)
+                        == (e.ip, e.port, e.protocol)
+                    && r.destination.dns_names == e.dns_names
+            })
+        })
+        .map(|e| {
+            format!(
+                "{:?} {}:{} {} {:?}",
+                e.from, e.ip, e.port, e.protocol, e.dns_names
+            )
+        })
+        .collect()
+}
+
 /// Asserts that `records` (merged, filtered to this test) are exactly `expected`: the same flows,
 /// nothing missing, nothing extra, each with the pod's full identity, the expected outcome and DNS
 /// names, and at least the expected count.
-pub fn assert_exact(records: &[FlowRecord], expected: &[Expected], pods: &[PodSpec], node: &str) {
+/// `window` is when the test made its traffic; the records' times must fall in it (give or take
+/// [`CLOCK_SLACK`]: the agent converts kernel boot-time stamps to wall-clock time).
+pub fn assert_exact(
+    records: &[FlowRecord],
+    expected: &[Expected],
+    pods: &[PodSpec],
+    node: &str,
+    window: (Timestamp, Timestamp),
+) {
     let all = records
         .iter()
         .map(FlowRecord::to_json_line)
@@ -156,10 +189,35 @@ pub fn assert_exact(records: &[FlowRecord], expected: &[Expected], pods: &[PodSp
             e.min_count
         );
         assert!(r.first_seen <= r.last_seen, "interval of {line}");
+        let slack = jiff::SignedDuration::from_secs(CLOCK_SLACK);
+        assert!(
+            r.first_seen >= window.0 - slack && r.last_seen <= window.1 + slack,
+            "times of {line} outside the test's window {} .. {}",
+            window.0,
+            window.1
+        );
+        assert_outcomes(r, e);
         match e.from {
             From::Pod(i) => assert_pod_identity(r, &pods[i]),
             From::Host => assert_host_identity(r),
         }
+    }
+}
+
+/// The per-outcome TCP counts behind `outcome`; UDP has none.
+fn assert_outcomes(r: &FlowRecord, e: &Expected) {
+    let o = &r.outcomes;
+    let line = r.to_json_line();
+    match (e.protocol, e.outcome) {
+        (Protocol::Tcp, Outcome::Established) => {
+            assert!(o.established >= e.min_count, "established count in {line}")
+        }
+        (Protocol::Tcp, Outcome::Refused) => assert!(
+            o.refused >= e.min_count && o.established == 0,
+            "refused count in {line}"
+        ),
+        (Protocol::Udp, _) => assert!(o.is_empty(), "a UDP flow has no TCP outcomes: {line}"),
+        _ => {}
     }
 }
 
