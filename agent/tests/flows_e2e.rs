@@ -19,10 +19,11 @@ use support::agent::{
     agent_command, free_port, metric_sum, run_to_exit, Agent, DNS_ANSWERS_METRIC,
     RELOAD_ERRORS_METRIC,
 };
+use support::cgroup::{Driver, Qos};
 use support::dns::{dig, API_NAME, V6_NAME, WWW_NAME};
 use support::expect::{assert_exact, is_ours, missing, read_merged, Expected, From};
 use support::hosts::*;
-use support::pods::{pods_file_json, test_pods, NODE_NAME};
+use support::pods::{pods_file_json, test_pods, PodSpec, NODE_NAME};
 use support::traffic::run_client;
 use support::{require_root, unique_prefix, wait_for, TempDir};
 
@@ -35,7 +36,8 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The flows the traffic below makes, from pod 0 (`shop/web-...-x2k4q`, systemd driver,
 /// BestEffort), pod 1 (`shop/web-...-h7m2p`, cgroupfs driver, Burstable), pod 2
-/// (`payments/api-...-q8w2e`, systemd driver, Guaranteed) and the node process.
+/// (`payments/api-...-q8w2e`, systemd driver, Guaranteed), pod 3 (`shop/web-...-z9v5t`, CRI-O,
+/// missing from the pods file) and the node process.
 fn expected_flows(node_port: u16) -> Vec<Expected> {
     use Outcome::*;
     use Protocol::*;
@@ -56,6 +58,8 @@ fn expected_flows(node_port: u16) -> Vec<Expected> {
         // Pod 2: DNS over TCP whose answer is a CNAME chain; the chain's names go to its address.
         Expected::new(From::Pod(2), DNS_V4, 53, Tcp, Established),
         Expected::new(From::Pod(2), API_V4, 443, Tcp, Established).names(&[API_NAME, WWW_NAME]),
+        // Pod 3, CRI-O, not in the pods file.
+        Expected::new(From::Pod(3), MULTI_V4, 8080, Tcp, Established),
         // The node process, outside any pod.
         Expected::new(From::Host, NODE_TARGET_V4, node_port, Tcp, Established),
     ]
@@ -63,7 +67,21 @@ fn expected_flows(node_port: u16) -> Vec<Expected> {
 
 #[test]
 fn agent_reports_exact_flows_of_test_pods() {
-    let hosts = Hosts::build(test_pods());
+    let mut pods = test_pods();
+    pods.push(
+        PodSpec::new(
+            "shop",
+            "web",
+            "5d8f7c9b4",
+            "z9v5t",
+            Driver::Systemd,
+            Qos::Burstable,
+            3,
+        )
+        .crio()
+        .unlisted(),
+    );
+    let hosts = Hosts::build(pods);
     let specs: Vec<_> = hosts.pods.iter().map(|p| p.spec.clone()).collect();
     let pods_file = hosts.dir.path().join("pods.json");
     std::fs::write(&pods_file, pods_file_json(&specs)).unwrap();
@@ -72,8 +90,8 @@ fn agent_reports_exact_flows_of_test_pods() {
     agent.wait_ready(READY_TIMEOUT);
     let started = Timestamp::now();
 
-    let [web0, web1, api] = &hosts.pods[..] else {
-        panic!("three test pods")
+    let [web0, web1, api, unlisted] = &hosts.pods[..] else {
+        panic!("four test pods")
     };
     let results = run_client(
         web0.command("python3"),
@@ -103,6 +121,10 @@ fn agent_reports_exact_flows_of_test_pods() {
     let chain = dig(&mut api.command("dig"), DNS_V4, WWW_NAME, "A", true);
     assert_eq!(chain, [format!("{API_NAME}."), API_V4.to_owned()]);
     run_client(api.command("python3"), &[format!("tcp {API_V4} 443")]);
+    run_client(
+        unlisted.command("python3"),
+        &[format!("tcp {MULTI_V4} 8080")],
+    );
     run_client(
         hosts.node.command("python3"),
         &[format!("tcp {NODE_TARGET_V4} {}", hosts.node_port)],

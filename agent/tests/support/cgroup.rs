@@ -15,6 +15,24 @@ pub enum Driver {
     Cgroupfs,
 }
 
+/// The container runtime, which names the container's systemd scope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// `cri-containerd-<id>.scope`
+    Containerd,
+    /// `crio-<id>.scope`
+    Crio,
+}
+
+impl Runtime {
+    fn scope_prefix(self) -> &'static str {
+        match self {
+            Runtime::Containerd => "cri-containerd",
+            Runtime::Crio => "crio",
+        }
+    }
+}
+
 /// A pod's QoS class, which picks the kubelet's intermediate cgroup.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Qos {
@@ -43,21 +61,26 @@ impl Qos {
     }
 }
 
-/// The container's cgroup path relative to the cgroup v2 root, exactly as a kubelet with
-/// containerd would create it.
-pub fn kubelet_path(driver: Driver, qos: Qos, uid: &str, container_id: &str) -> String {
+/// The container's cgroup path relative to the cgroup v2 root, exactly as the kubelet and the
+/// runtime would create it. With the cgroupfs driver the container directory is the bare id.
+pub fn kubelet_path(
+    driver: Driver,
+    qos: Qos,
+    runtime: Runtime,
+    uid: &str,
+    container_id: &str,
+) -> String {
     match driver {
         Driver::Systemd => {
             // systemd unit names cannot contain '-' inside a component, so the kubelet escapes the
             // UID's dashes as underscores; each slice repeats its parents' names.
             let uid_ = uid.replace('-', "_");
+            let scope = format!("{}-{container_id}.scope", runtime.scope_prefix());
             match qos.dir() {
                 Some(q) => format!(
-                    "kubepods.slice/kubepods-{q}.slice/kubepods-{q}-pod{uid_}.slice/cri-containerd-{container_id}.scope"
+                    "kubepods.slice/kubepods-{q}.slice/kubepods-{q}-pod{uid_}.slice/{scope}"
                 ),
-                None => format!(
-                    "kubepods.slice/kubepods-pod{uid_}.slice/cri-containerd-{container_id}.scope"
-                ),
+                None => format!("kubepods.slice/kubepods-pod{uid_}.slice/{scope}"),
             }
         }
         Driver::Cgroupfs => match qos.dir() {
@@ -231,20 +254,36 @@ mod tests {
         let uid = "0c6e8b4e-7f2a-4d3b-9a51-2f6c1d8e9b70";
         let id = "a".repeat(64);
         assert_eq!(
-            kubelet_path(Driver::Systemd, Qos::BestEffort, uid, &id),
+            kubelet_path(Driver::Systemd, Qos::BestEffort, Runtime::Containerd, uid, &id),
             format!("kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0c6e8b4e_7f2a_4d3b_9a51_2f6c1d8e9b70.slice/cri-containerd-{id}.scope")
         );
         assert_eq!(
-            kubelet_path(Driver::Systemd, Qos::Guaranteed, uid, &id),
+            kubelet_path(Driver::Systemd, Qos::Guaranteed, Runtime::Containerd, uid, &id),
             format!("kubepods.slice/kubepods-pod0c6e8b4e_7f2a_4d3b_9a51_2f6c1d8e9b70.slice/cri-containerd-{id}.scope")
         );
         assert_eq!(
-            kubelet_path(Driver::Cgroupfs, Qos::Burstable, uid, &id),
+            kubelet_path(
+                Driver::Cgroupfs,
+                Qos::Burstable,
+                Runtime::Containerd,
+                uid,
+                &id
+            ),
             format!("kubepods/burstable/pod{uid}/{id}")
         );
         assert_eq!(
-            kubelet_path(Driver::Cgroupfs, Qos::Guaranteed, uid, &id),
+            kubelet_path(
+                Driver::Cgroupfs,
+                Qos::Guaranteed,
+                Runtime::Containerd,
+                uid,
+                &id
+            ),
             format!("kubepods/pod{uid}/{id}")
+        );
+        assert_eq!(
+            kubelet_path(Driver::Systemd, Qos::Burstable, Runtime::Crio, uid, &id),
+            format!("kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0c6e8b4e_7f2a_4d3b_9a51_2f6c1d8e9b70.slice/crio-{id}.scope")
         );
     }
 }

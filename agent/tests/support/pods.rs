@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::cgroup::{kubelet_path, Driver, Qos};
+use super::cgroup::{kubelet_path, Driver, Qos, Runtime};
 use super::{random_hex, random_uid};
 
 /// The node name the agent is started with and the pods are scheduled on.
@@ -21,6 +21,10 @@ pub struct PodSpec {
     pub container_id: String,
     pub driver: Driver,
     pub qos: Qos,
+    pub runtime: Runtime,
+    /// Whether the pods file lists the pod. An unlisted pod (one started after the file was
+    /// written, say) is still a pod to the agent, known only by what its cgroup path says.
+    pub listed: bool,
     pub labels: BTreeMap<String, String>,
     /// The ReplicaSet that owns the pod; the agent should report its Deployment.
     pub replica_set: String,
@@ -52,6 +56,8 @@ impl PodSpec {
             container_id: random_hex(32),
             driver,
             qos,
+            runtime: Runtime::Containerd,
+            listed: true,
             labels,
             replica_set: format!("{deployment}-{hash}"),
             deployment: deployment.to_owned(),
@@ -60,9 +66,27 @@ impl PodSpec {
         }
     }
 
+    /// This pod under CRI-O instead of containerd.
+    pub fn crio(mut self) -> PodSpec {
+        self.runtime = Runtime::Crio;
+        self
+    }
+
+    /// This pod left out of the pods file.
+    pub fn unlisted(mut self) -> PodSpec {
+        self.listed = false;
+        self
+    }
+
     /// The container's cgroup, relative to the cgroup v2 root.
     pub fn cgroup_path(&self) -> String {
-        kubelet_path(self.driver, self.qos, &self.uid, &self.container_id)
+        kubelet_path(
+            self.driver,
+            self.qos,
+            self.runtime,
+            &self.uid,
+            &self.container_id,
+        )
     }
 
     /// The pod as `kubectl get pod -o json` shows it (trimmed to fields a kubelet-era API fills in
@@ -122,7 +146,10 @@ impl PodSpec {
                     "restartCount": 0,
                     "image": "registry.example.test/web:1.0",
                     "imageID": format!("registry.example.test/web@sha256:{}", random_hex(32)),
-                    "containerID": format!("containerd://{}", self.container_id),
+                    "containerID": format!("{}://{}", match self.runtime {
+                        Runtime::Containerd => "containerd",
+                        Runtime::Crio => "cri-o",
+                    }, self.container_id),
                     "state": {"running": {"startedAt": "2026-11-26T15:00:05Z"}}
                 }]
             }
@@ -165,13 +192,13 @@ pub fn test_pods() -> Vec<PodSpec> {
     ]
 }
 
-/// The pods file: a `v1` `List` of the pods, as `kubectl get pods -o json` writes it.
+/// The pods file: a `v1` `List` of the listed pods, as `kubectl get pods -o json` writes it.
 pub fn pods_file_json(pods: &[PodSpec]) -> String {
     let list = json!({
         "apiVersion": "v1",
         "kind": "List",
         "metadata": {"resourceVersion": ""},
-        "items": pods.iter().map(PodSpec::to_json).collect::<Vec<_>>()
+        "items": pods.iter().filter(|p| p.listed).map(PodSpec::to_json).collect::<Vec<_>>()
     });
     serde_json::to_string_pretty(&list).expect("serialize pods list")
 }
