@@ -37,7 +37,7 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The flows the traffic below makes, from pod 0 (`shop/web-...-x2k4q`, systemd driver,
 /// BestEffort), pod 1 (`shop/web-...-h7m2p`, cgroupfs driver, Burstable), pod 2
 /// (`payments/api-...-q8w2e`, systemd driver, Guaranteed), pod 3 (`shop/web-...-z9v5t`, CRI-O,
-/// missing from the pods file) and the node process.
+/// started after the agent, missing from the pods file) and the node process.
 fn expected_flows(node_port: u16) -> Vec<Expected> {
     use Outcome::*;
     use Protocol::*;
@@ -58,7 +58,7 @@ fn expected_flows(node_port: u16) -> Vec<Expected> {
         // Pod 2: DNS over TCP whose answer is a CNAME chain; the chain's names go to its address.
         Expected::new(From::Pod(2), DNS_V4, 53, Tcp, Established),
         Expected::new(From::Pod(2), API_V4, 443, Tcp, Established).names(&[API_NAME, WWW_NAME]),
-        // Pod 3, CRI-O, not in the pods file.
+        // Pod 3: started after the agent, CRI-O, not in the pods file.
         Expected::new(From::Pod(3), MULTI_V4, 8080, Tcp, Established),
         // The node process, outside any pod.
         Expected::new(From::Host, NODE_TARGET_V4, node_port, Tcp, Established),
@@ -67,8 +67,16 @@ fn expected_flows(node_port: u16) -> Vec<Expected> {
 
 #[test]
 fn agent_reports_exact_flows_of_test_pods() {
-    let mut pods = test_pods();
-    pods.push(
+    let mut hosts = Hosts::build(test_pods());
+    let pods_file = hosts.dir.path().join("pods.json");
+    std::fs::write(&pods_file, pods_file_json(&test_pods_specs(&hosts))).unwrap();
+
+    let mut agent = Agent::start(AGENT, hosts.dir.path(), &pods_file);
+    agent.wait_ready(READY_TIMEOUT);
+    let started = Timestamp::now();
+    // A pod that starts after the agent (its cgroup is newer than anything the agent has seen),
+    // under CRI-O, and missing from the pods file.
+    hosts.add_pod(
         PodSpec::new(
             "shop",
             "web",
@@ -81,14 +89,7 @@ fn agent_reports_exact_flows_of_test_pods() {
         .crio()
         .unlisted(),
     );
-    let hosts = Hosts::build(pods);
-    let specs: Vec<_> = hosts.pods.iter().map(|p| p.spec.clone()).collect();
-    let pods_file = hosts.dir.path().join("pods.json");
-    std::fs::write(&pods_file, pods_file_json(&specs)).unwrap();
-
-    let mut agent = Agent::start(AGENT, hosts.dir.path(), &pods_file);
-    agent.wait_ready(READY_TIMEOUT);
-    let started = Timestamp::now();
+    let specs = test_pods_specs(&hosts);
 
     let [web0, web1, api, unlisted] = &hosts.pods[..] else {
         panic!("four test pods")
@@ -190,6 +191,10 @@ fn agent_reports_exact_flows_of_test_pods() {
         not_flushed.is_empty(),
         "flows missing from the periodic flushes (--flush-interval 1) before SIGTERM: {not_flushed:?}"
     );
+}
+
+fn test_pods_specs(hosts: &Hosts) -> Vec<PodSpec> {
+    hosts.pods.iter().map(|p| p.spec.clone()).collect()
 }
 
 fn read_merged_if_present(path: &Path) -> Vec<FlowRecord> {

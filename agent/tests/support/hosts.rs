@@ -114,19 +114,6 @@ impl Hosts {
             world.ip(&["addr", "add", &format!("{addr}/128"), "dev", "lo"]);
         }
 
-        let mut built = Vec::new();
-        for (i, spec) in pods.into_iter().enumerate() {
-            let ns = Netns::new(&format!("{prefix}-pod{i}"));
-            attach(&world, &ns, &format!("vp{i}"), &spec.ip4, Some(&spec.ip6));
-            ns.set_resolver(DNS_V4);
-            let cgroup = Cgroup::create(&spec.cgroup_path());
-            built.push(Pod {
-                spec,
-                cgroup,
-                netns: ns,
-            });
-        }
-
         let node_ns = Netns::new(&format!("{prefix}-node"));
         attach(&world, &node_ns, "vnode", NODE_V4, None);
         let node = NodeHost {
@@ -139,16 +126,42 @@ impl Hosts {
         let mut tcp_ports = TCP_PORTS.to_vec();
         tcp_ports.push(node_port);
         let servers = Servers::start(&world, &tcp_ports, &[UDP_SENDTO_PORT, UDP_CONNECT_PORT]);
-        Hosts {
+        let mut hosts = Hosts {
             servers,
             dns,
-            pods: built,
+            pods: Vec::new(),
             node,
             node_port,
             world,
             dir,
             prefix,
+        };
+        for spec in pods {
+            hosts.add_pod(spec);
         }
+        hosts
+    }
+
+    /// Starts one more pod: its namespace on the bridge, its resolver, its container cgroup. Tests
+    /// call this after the agent started to see a pod that is newer than the agent.
+    pub fn add_pod(&mut self, spec: PodSpec) -> &Pod {
+        let i = self.pods.len();
+        let ns = Netns::new(&format!("{}-pod{i}", self.prefix));
+        attach(
+            &self.world,
+            &ns,
+            &format!("vp{i}"),
+            &spec.ip4,
+            Some(&spec.ip6),
+        );
+        ns.set_resolver(DNS_V4);
+        let cgroup = Cgroup::create(&spec.cgroup_path());
+        self.pods.push(Pod {
+            spec,
+            cgroup,
+            netns: ns,
+        });
+        &self.pods[i]
     }
 
     /// Every pod UID in this world: the agent's records for other UIDs belong to other tests.
