@@ -35,10 +35,13 @@ impl Netns {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args));
     }
 
+    /// Sets a sysctl of this namespace (`net.ipv6.conf.all.accept_dad`) by writing its
+    /// `/proc/sys` file from inside, which needs only `sh` (not procps' `sysctl`).
     pub fn sysctl(&self, key: &str, value: &str) {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
         run(self
-            .exec("sysctl")
-            .args(["-q", "-w", &format!("{key}={value}")]));
+            .exec("sh")
+            .args(["-c", "echo \"$1\" > \"$2\"", "sh", value, &path]));
     }
 
     /// A command that runs `program` inside this namespace via `ip netns exec`, which also
