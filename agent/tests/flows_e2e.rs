@@ -50,6 +50,8 @@ fn expected_flows(node_port: u16) -> Vec<Expected> {
         Expected::new(From::Pod(0), MULTI_V4, 8080, Tcp, Established),
         Expected::new(From::Pod(0), MULTI_V4, 9000, Tcp, Established).count(3),
         Expected::new(From::Pod(0), MULTI_V4, CLOSED_PORT, Tcp, Refused).count(2),
+        // ...and a host that never answers (the client gives up after a second).
+        Expected::new(From::Pod(0), BLACKHOLE_V4, 443, Tcp, Timeout),
         // Pod 1: an AAAA lookup, then TCP over IPv6; unconnected and connected UDP.
         Expected::new(From::Pod(1), DNS_V4, 53, Udp, Sent),
         Expected::new(From::Pod(1), API_V6, 443, Tcp, Established).names(&[V6_NAME]),
@@ -105,6 +107,7 @@ fn agent_reports_exact_flows_of_test_pods() {
             format!("tcp {MULTI_V4} 9000"),
             format!("refused {MULTI_V4} {CLOSED_PORT}"),
             format!("refused {MULTI_V4} {CLOSED_PORT}"),
+            format!("timeout {BLACKHOLE_V4} 443"),
         ],
     );
     assert_eq!(results[0]["addrs"], serde_json::json!([API_V4]));

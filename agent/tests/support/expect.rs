@@ -216,6 +216,10 @@ fn assert_outcomes(r: &FlowRecord, e: &Expected) {
             o.refused >= e.min_count && o.established == 0,
             "refused count in {line}"
         ),
+        (Protocol::Tcp, Outcome::Timeout) => assert!(
+            o.timeout >= e.min_count && o.established == 0 && o.refused == 0,
+            "timeout count in {line}"
+        ),
         (Protocol::Udp, _) => assert!(o.is_empty(), "a UDP flow has no TCP outcomes: {line}"),
         _ => {}
     }

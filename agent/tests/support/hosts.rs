@@ -25,6 +25,9 @@ pub const API_V4: &str = "198.18.0.10";
 pub const MULTI_V4: &str = "198.18.0.11";
 /// The external host only the node (non-pod) process talks to.
 pub const NODE_TARGET_V4: &str = "198.18.0.12";
+/// An address in the external range where nothing answers: the world drops what is sent to it
+/// (a blackhole route), so a connect to it times out.
+pub const BLACKHOLE_V4: &str = "198.18.0.99";
 /// The DNS host (dnsmasq).
 pub const DNS_V4: &str = "198.18.0.53";
 /// The external IPv6 host that `v6.example.test` names.
@@ -113,6 +116,7 @@ impl Hosts {
         for addr in [API_V6, DNS_V6] {
             world.ip(&["addr", "add", &format!("{addr}/128"), "dev", "lo"]);
         }
+        world.ip(&["route", "add", "blackhole", &format!("{BLACKHOLE_V4}/32")]);
 
         let node_ns = Netns::new(&format!("{prefix}-node"));
         attach(&world, &node_ns, "vnode", NODE_V4, None);

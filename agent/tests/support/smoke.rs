@@ -40,6 +40,7 @@ fn hosts_smoke() {
             format!("tcp {MULTI_V4} 80"),
             format!("tcp {MULTI_V4} 8080"),
             format!("refused {MULTI_V4} {CLOSED_PORT}"),
+            format!("timeout {BLACKHOLE_V4} 443"),
             format!("udp-sendto {MULTI_V4} {UDP_SENDTO_PORT}"),
             format!("udp-connect {MULTI_V4} {UDP_CONNECT_PORT}"),
         ],

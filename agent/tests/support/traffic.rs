@@ -6,6 +6,7 @@ use std::process::Command;
 /// Actions, one per argument, words separated by spaces:
 /// - `tcp HOST PORT`: connect, expect the server's `ok`;
 /// - `refused HOST PORT`: connect, expect a reset (connection refused);
+/// - `timeout HOST PORT`: connect, expect no answer within a second, then give up (close);
 /// - `resolve NAME 4|6 PORT`: getaddrinfo through the pod's resolver, then `tcp` to the answer;
 /// - `udp-sendto HOST PORT`: one datagram with sendto on an unconnected socket;
 /// - `udp-connect HOST PORT`: connect a UDP socket, then send one datagram.
@@ -43,6 +44,16 @@ for action in sys.argv[1:]:
                 pass
             else:
                 raise SystemExit(f'{action}: connected, expected a refusal')
+    elif op == 'timeout':
+        fam = socket.AF_INET6 if ':' in words[1] else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(1)
+            try:
+                s.connect((words[1], int(words[2])))
+            except TimeoutError:
+                pass
+            else:
+                raise SystemExit(f'{action}: connected, expected no answer')
     elif op == 'resolve':
         fam = socket.AF_INET6 if words[2] == '6' else socket.AF_INET
         infos = socket.getaddrinfo(words[1], int(words[3]), fam, socket.SOCK_STREAM)
