@@ -99,6 +99,9 @@ pub const DNS_TRANSPORT_UDP: u8 = IPPROTO_UDP;
 pub const DNS_TRANSPORT_TCP: u8 = IPPROTO_TCP;
 
 /// A bounded copy of one DNS answer (the transport payload), attributed to the receiving socket's cgroup.
+///
+/// On the ring buffer a record ends after `captured_len` payload bytes (it is shorter than this
+/// struct unless the copy was cut): readers must bound the payload by the record's length.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct DnsEvent {

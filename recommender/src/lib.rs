@@ -9,6 +9,9 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod error;
 pub mod policy;
 pub mod resolve;
 pub mod synth;
+
+pub use error::Error;

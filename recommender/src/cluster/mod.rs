@@ -1,7 +1,10 @@
 //! The cluster model: every object the recommender and the evaluator look at, as k8s-openapi types.
 //!
-//! Loading (from files) lives in `load`; lookups (pod by IP, workload of a pod, Service by ClusterIP,
-//! namespace labels, ...) live beside the data here.
+//! Loading (from files) lives in `load`; lookups live in one file per job: `namespaces` (namespace
+//! labels), `pods` (pod by IP/uid/name, container ports), `workload` (owning workload and its
+//! selector), `services` (Service by ClusterIP, cluster DNS, the apiserver), `endpoints` (the backends
+//! of a Service port with their targetPorts), `nodes` (node by address) and `addresses` (what an
+//! address is).
 
 use std::collections::BTreeMap;
 
@@ -10,6 +13,23 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+mod addresses;
+mod endpoints;
+pub mod load;
+mod namespaces;
+mod nodes;
+mod pods;
+mod services;
+mod workload;
+
+pub use addresses::IpOwner;
+pub use endpoints::{target_port, Backend};
+pub use pods::{is_host_network, is_terminated, named_ports, pod_ip_like, pod_ips};
+pub use services::{
+    cluster_ips, is_apiserver_service, is_cluster_dns, selector as service_selector, service_port,
+};
+pub use workload::{stable_labels, UNSTABLE_LABELS};
 
 /// Everything known about one cluster at one moment.
 #[derive(Clone, Debug, Default)]

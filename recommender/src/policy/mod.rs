@@ -3,6 +3,33 @@
 //! The evaluator knows nothing of files or flows: callers describe one connection as two
 //! [`Endpoint`]s, a port and a protocol, after any Service translation (NetworkPolicy is enforced
 //! after DNAT, so a ClusterIP never reaches here).
+//!
+//! Main entry: [`PolicySet`], compiled once from the policies; [`PolicySet::allows`] judges one
+//! connection without allocating (for `verify` and monitor mode), [`PolicySet::evaluate`] returns a
+//! [`Verdict`] that says why. [`evaluate`] is a one-shot wrapper.
+//!
+//! Where the API leaves room, this evaluator decides (and the tests pin down):
+//! - ipBlock also matches pod IPs (implementation-defined upstream; most CNIs do), see [`peers`];
+//! - an IPv4-mapped IPv6 address is matched as the IPv4 address the kernel sends to;
+//! - input the API server would reject (bad operator, CIDR, port range, peer mix) matches nothing
+//!   and is listed in [`PolicySet::problems`] for callers to report as bad input;
+//! - a policy without `metadata.namespace` is taken to live in `default`;
+//! - not modelled: the ingress exception for traffic from the pod's own node (a [`Connection`]
+//!   does not say which node an address is), and loopback, which never reaches policy.
+//!
+//! One file per job: [`endpoint`] (building endpoints, also from k8s Pods), [`selectors`] (label
+//! selectors), [`peers`] (to/from peers and ipBlock), [`ports`] (ports, endPort, named ports),
+//! [`eval`] (policyTypes, isolation, rules), [`verdict`] (the answer and its wording).
+
+pub mod endpoint;
+pub mod eval;
+pub mod peers;
+pub mod ports;
+pub mod selectors;
+pub mod verdict;
+
+pub use eval::{evaluate, PolicySet};
+pub use verdict::{Direction, DirectionVerdict, Verdict};
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

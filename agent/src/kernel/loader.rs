@@ -1,0 +1,284 @@
+//! Loading and attaching: checks that explain a failure before the kernel does, then one attach
+//! per program at the cgroup v2 root.
+
+use std::{fs::File, path::Path};
+
+use aya::{
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, SockOps,
+    },
+    Ebpf, EbpfLoader,
+};
+
+use super::{events::EventReader, maps, Error};
+
+/// The object built by `build.rs` (aya-build copies the `agent-ebpf` binary to `$OUT_DIR`).
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// The sock_addr programs, by the function names in `agent-ebpf/src/sock_addr.rs`.
+const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
+const SKB_INGRESS: &str = "ingress";
+const SOCK_OPS: &str = "tcp_outcome";
+/// Every program, for statistics.
+pub(super) const PROGRAMS: [&str; 6] = [
+    SOCK_ADDR[0],
+    SOCK_ADDR[1],
+    SOCK_ADDR[2],
+    SOCK_ADDR[3],
+    SKB_INGRESS,
+    SOCK_OPS,
+];
+
+const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Table sizes chosen at load time; the defaults are the ABI constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Capacity of the flow table (LRU: the coldest flow is evicted when it is full).
+    pub flow_entries: u32,
+    /// Capacity of the table of TCP connects waiting for their outcome.
+    pub pending_entries: u32,
+    /// Ring buffer size in bytes: a power of two, a multiple of the page size.
+    pub ring_bytes: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            flow_entries: agent_common::FLOW_MAP_ENTRIES,
+            pending_entries: agent_common::PENDING_CONNECT_ENTRIES,
+            ring_bytes: agent_common::EVENTS_RING_BYTES,
+        }
+    }
+}
+
+/// The loaded and attached programs with their maps. Dropping it detaches and unloads everything:
+/// the links are owned by the programs inside [`Ebpf`], and closing a link detaches it.
+pub struct Probes {
+    ebpf: Ebpf,
+    events_taken: bool,
+}
+
+impl std::fmt::Debug for Probes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probes")
+            .field("events_taken", &self.events_taken)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Probes {
+    /// Loads the programs and attaches them at `cgroup_root` (the cgroup v2 mount).
+    pub fn attach(cgroup_root: &Path) -> Result<Probes, Error> {
+        Probes::attach_with(cgroup_root, Options::default())
+    }
+
+    /// [`Probes::attach`] with other table sizes.
+    pub fn attach_with(cgroup_root: &Path, options: Options) -> Result<Probes, Error> {
+        check_privileges()?;
+        if !Path::new(BTF_PATH).exists() {
+            return Err(Error::NoBtf);
+        }
+        let cgroup = open_cgroup2(cgroup_root)?;
+        if OBJECT.is_empty() {
+            return Err(Error::Missing("kernel programs"));
+        }
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(maps::FLOWS, options.flow_entries)
+            .map_max_entries(maps::PENDING, options.pending_entries)
+            .map_max_entries(maps::EVENTS, options.ring_bytes)
+            .load(OBJECT)
+            .map_err(Error::Load)?;
+        let mode = attach_mode();
+
+        for name in SOCK_ADDR {
+            let prog: &mut CgroupSockAddr =
+                program(&mut ebpf, name)?
+                    .try_into()
+                    .map_err(|source| Error::Verify {
+                        program: name,
+                        source,
+                    })?;
+            prog.load().map_err(|source| Error::Verify {
+                program: name,
+                source,
+            })?;
+            prog.attach(&cgroup, mode).map_err(|source| Error::Attach {
+                program: name,
+                source,
+            })?;
+        }
+
+        let skb: &mut CgroupSkb =
+            program(&mut ebpf, SKB_INGRESS)?
+                .try_into()
+                .map_err(|source| Error::Verify {
+                    program: SKB_INGRESS,
+                    source,
+                })?;
+        skb.load().map_err(|source| Error::Verify {
+            program: SKB_INGRESS,
+            source,
+        })?;
+        skb.attach(&cgroup, CgroupSkbAttachType::Ingress, mode)
+            .map_err(|source| Error::Attach {
+                program: SKB_INGRESS,
+                source,
+            })?;
+
+        let ops: &mut SockOps =
+            program(&mut ebpf, SOCK_OPS)?
+                .try_into()
+                .map_err(|source| Error::Verify {
+                    program: SOCK_OPS,
+                    source,
+                })?;
+        ops.load().map_err(|source| Error::Verify {
+            program: SOCK_OPS,
+            source,
+        })?;
+        ops.attach(&cgroup, mode).map_err(|source| Error::Attach {
+            program: SOCK_OPS,
+            source,
+        })?;
+
+        Ok(Probes {
+            ebpf,
+            events_taken: false,
+        })
+    }
+
+    /// Snapshot of the in-kernel flow table.
+    pub fn flow_table(
+        &self,
+    ) -> Result<Vec<(agent_common::FlowKey, agent_common::FlowValue)>, Error> {
+        maps::flow_table(&self.ebpf)
+    }
+
+    /// Loss counters summed over CPUs, indexed by agent_common::Counter.
+    pub fn counters(&self) -> Result<[u64; agent_common::COUNTER_SLOTS as usize], Error> {
+        maps::counters(&self.ebpf)
+    }
+
+    /// Per-program verifier size and run statistics (run counts need
+    /// [`enable_run_time_stats`](super::enable_run_time_stats) or the `kernel.bpf_stats_enabled` sysctl).
+    pub fn program_stats(&self) -> Result<Vec<super::ProgramStats>, Error> {
+        super::stats::program_stats(&self.ebpf)
+    }
+
+    /// Takes the ring-buffer reader (once); Err if already taken.
+    ///
+    /// Must be called inside a tokio runtime: the reader registers with its reactor.
+    pub fn take_events(&mut self) -> Result<EventReader, Error> {
+        if self.events_taken {
+            return Err(Error::EventsTaken);
+        }
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
+        }
+        let map = self
+            .ebpf
+            .take_map(maps::EVENTS)
+            .ok_or(Error::Missing("EVENTS map"))?;
+        self.events_taken = true;
+        EventReader::new(map)
+    }
+}
+
+/// Several agents (parallel tests, a second DaemonSet, other tools) must be able to attach at the
+/// root at once. From 5.7 aya attaches through `bpf_link_create`, which rejects any flag for cgroup
+/// links (EINVAL) and always attaches them in multi mode; before that it uses `BPF_PROG_ATTACH`,
+/// where multi mode must be asked for with `BPF_F_ALLOW_MULTI`.
+fn attach_mode() -> CgroupAttachMode {
+    let links = aya::util::KernelVersion::current()
+        .map(|v| v >= aya::util::KernelVersion::new(5, 7, 0))
+        .unwrap_or(true);
+    if links {
+        CgroupAttachMode::Single
+    } else {
+        CgroupAttachMode::AllowMultiple
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Program, Error> {
+    ebpf.program_mut(name).ok_or(Error::Missing(name))
+}
+
+/// Loading cgroup programs needs CAP_BPF (or CAP_SYS_ADMIN), reading packets and kernel memory
+/// from them CAP_PERFMON, attaching CAP_NET_ADMIN. Checked here so the user gets one clear message
+/// instead of EPERM from whichever syscall fails first.
+fn check_privileges() -> Result<(), Error> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let caps = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    if has_needed_caps(caps) {
+        Ok(())
+    } else {
+        Err(Error::NotRoot)
+    }
+}
+
+fn has_needed_caps(caps: u64) -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    has(CAP_NET_ADMIN) && (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)))
+}
+
+/// Opens `path` and makes sure it is a cgroup v2 directory (attaching to a v1 or plain directory
+/// fails with an opaque EBADF otherwise).
+fn open_cgroup2(path: &Path) -> Result<File, Error> {
+    let file = File::open(path).map_err(Error::NoCgroup2)?;
+    let meta = file.metadata().map_err(Error::NoCgroup2)?;
+    if !meta.is_dir() || !is_cgroup2(path) {
+        return Err(Error::NoCgroup2(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{} is not a cgroup2 filesystem", path.display()),
+        )));
+    }
+    Ok(file)
+}
+
+fn is_cgroup2(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c` is a valid NUL-terminated path and `st` is large enough for statfs.
+    let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
+    // SAFETY: statfs filled it on success.
+    // `f_type`'s integer type differs between architectures, hence the cast.
+    #[allow(clippy::unnecessary_cast)]
+    let is_cg2 = rc == 0 && unsafe { st.assume_init() }.f_type as i64 == CGROUP2_SUPER_MAGIC;
+    is_cg2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_rules() {
+        let bit = |c: u32| 1u64 << c;
+        assert!(has_needed_caps(u64::MAX));
+        assert!(has_needed_caps(bit(12) | bit(21)));
+        assert!(has_needed_caps(bit(12) | bit(38) | bit(39)));
+        assert!(!has_needed_caps(bit(38) | bit(39)));
+        assert!(!has_needed_caps(bit(12) | bit(39)));
+        assert!(!has_needed_caps(0));
+    }
+
+    #[test]
+    fn the_object_is_embedded() {
+        // An empty object only happens with AYA_BUILD_SKIP=1.
+        if std::env::var_os("AYA_BUILD_SKIP").is_none() {
+            assert!(OBJECT.len() > 1000, "eBPF object is {} bytes", OBJECT.len());
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! The kernel side seen from user space: load and attach the eBPF programs, read their maps and
+//! their ring buffer.
+//!
+//! [`Probes::attach`] loads the programs built from `agent-ebpf` and attaches them at the cgroup v2
+//! root in multi mode, so several agents (or other tools) can attach at once. Dropping the
+//! [`Probes`] closes the links, which detaches everything.
+//!
+//! What the kernel records (see `agent_common` for the layouts):
+//! - one flow table entry per (cgroup id, family, destination address, destination port,
+//!   protocol). `count` counts TCP and connected-UDP `connect()` calls and unconnected UDP
+//!   datagrams (`sendto`/`sendmsg` with an address); a connected UDP socket's datagrams are not
+//!   counted one by one.
+//! - an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`, from a dual-stack socket) is recorded as
+//!   `AF_INET` with the IPv4 address, in the kernel; user space needs no normalisation.
+//! - MPTCP connects are recorded as TCP; ICMP and raw sockets are not recorded.
+//! - timestamps are `CLOCK_BOOTTIME` nanoseconds; `dport` is in host order, addresses in network
+//!   order.
+//! - TCP outcomes: `established` when the handshake completes; `refused` when a RST ended
+//!   SYN_SENT; `timed_out` for any other close from SYN_SENT (including an application giving up
+//!   before the kernel did). A connect that fails before sending a SYN (no route, no local port)
+//!   gets no outcome. UDP has none.
+//! - new keys and DNS answers (UDP or TCP from source port 53, attributed to the receiving
+//!   socket's cgroup) on the ring buffer. They are delivered within [`POLL_INTERVAL`] (the
+//!   programs do not wake the reader for each record; see `EventReader::next_batch`).
+//! - losses and totals in [`Probes::counters`], indexed by `agent_common::Counter`:
+//!   `FlowInserted - flow_table().len()` is the number of flows the LRU evicted.
+
+mod events;
+mod loader;
+mod maps;
+mod stats;
+
+pub use events::{DnsAnswer, EventReader, KernelEvent, POLL_INTERVAL};
+pub use loader::{Options, Probes};
+pub use stats::{enable_run_time_stats, ProgramStats};
+
+/// Why the probes could not be loaded, attached or read. Messages say what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("must run as root or with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON")]
+    NotRoot,
+    #[error("no BTF at /sys/kernel/btf/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
+    NoBtf,
+    #[error("cgroup v2 is not mounted at the given path: {0}")]
+    NoCgroup2(#[source] std::io::Error),
+    #[error("loading the eBPF object failed: {}", chain(.0))]
+    Load(#[source] aya::EbpfError),
+    #[error(
+        "the eBPF object has no {0} (agent built without its kernel programs? see AYA_BUILD_SKIP)"
+    )]
+    Missing(&'static str),
+    #[error("the kernel rejected program {program}: {}", chain(.source))]
+    Verify {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("attaching program {program} failed: {}", chain(.source))]
+    Attach {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("querying program {program} failed: {}", chain(.source))]
+    Query {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("eBPF map access failed: {}", chain(.0))]
+    Map(#[from] aya::maps::MapError),
+    #[error("the event reader was already taken")]
+    EventsTaken,
+    #[error("the event reader needs a running tokio runtime")]
+    NoRuntime,
+    #[error("reading kernel events: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// aya's errors often say only which syscall failed and keep the errno in their source: show the
+/// whole chain so that "Permission denied" or "Invalid argument" reaches the user.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let part = c.to_string();
+        if !s.contains(&part) {
+            s.push_str(": ");
+            s.push_str(&part);
+        }
+        cur = c.source();
+    }
+    s
+}

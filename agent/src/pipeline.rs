@@ -1,0 +1,313 @@
+//! The agent's state between the kernel and the output: kernel events in, FlowRecords out.
+//!
+//! Everything here is plain data and synchronous, so it can be driven by tests with made-up
+//! events and tables; `run` owns the I/O (kernel maps, timers, signals, writer).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
+use flow_model::FlowRecord;
+
+use crate::clock::BootClock;
+use crate::dns::{parse_answer, DnsCache};
+use crate::flows::{destination_of, to_record, Aggregator};
+use crate::identity::IdentityCache;
+use crate::kernel::KernelEvent;
+use crate::metrics::{DnsResult, Metrics};
+use crate::pods::{PodsFile, Reload};
+
+pub struct Pipeline {
+    node: String,
+    identities: IdentityCache,
+    pods: Option<PodsFile>,
+    dns: DnsCache,
+    aggregator: Aggregator,
+    /// Keys seen leaving the flow table since start (see `Metrics::kernel_counters`).
+    forgotten: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    pub fn new(
+        node: String,
+        identities: IdentityCache,
+        pods: Option<PodsFile>,
+        dns: DnsCache,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            node,
+            identities,
+            pods,
+            dns,
+            aggregator: Aggregator::new(),
+            forgotten: 0,
+            metrics,
+        }
+    }
+
+    /// Handles one ring-buffer event. A new flow's cgroup is identified right away, while it
+    /// still exists; a DNS answer is parsed and remembered for the cgroup's pod (or the node).
+    pub fn handle_event(&mut self, event: KernelEvent, now: Instant) {
+        match event {
+            KernelEvent::NewFlow(key) => {
+                self.identities.identify(key.cgroup_id);
+            }
+            KernelEvent::Dns(answer) => {
+                match parse_answer(answer.transport, &answer.payload, answer.wire_len) {
+                    Ok(addrs) => {
+                        self.metrics.dns_answer(DnsResult::Parsed);
+                        let identity = self.identities.identify(answer.cgroup_id);
+                        self.dns.insert(identity.dns_source(), &addrs, now);
+                    }
+                    Err(reason) => {
+                        self.metrics.dns_answer(DnsResult::Rejected);
+                        tracing::debug!(cgroup_id = answer.cgroup_id, %reason, "DNS answer rejected");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Turns the current flow table into the records of what changed since the last poll.
+    /// `counters` are the kernel's loss counters, when they could be read (read them before the
+    /// table: then a key inserted in between makes the eviction estimate low for one poll, never
+    /// high, and counters cannot go back down).
+    pub fn poll(
+        &mut self,
+        table: &[(FlowKey, FlowValue)],
+        counters: Option<&[u64; COUNTER_SLOTS as usize]>,
+        clock: &BootClock,
+        now: Instant,
+    ) -> Vec<FlowRecord> {
+        if let Some(pods) = &mut self.pods {
+            if pods.reload_if_changed() == Reload::Failed {
+                self.metrics.pods_file_reload_error();
+            }
+        }
+        let pod_index = self.pods.as_ref().map(PodsFile::index).unwrap_or_default();
+
+        let poll = self.aggregator.poll(table);
+        self.metrics.flows_observed(poll.new_keys);
+        self.forgotten += poll.forgotten;
+        if let Some(counters) = counters {
+            self.metrics
+                .kernel_counters(counters, table.len() as u64, self.forgotten);
+        }
+        // Keep the identity of every cgroup still in the table, changed or not.
+        for (key, _) in table {
+            self.identities.identify(key.cgroup_id);
+        }
+
+        let mut records = Vec::with_capacity(poll.deltas.len());
+        for delta in &poll.deltas {
+            let Some((ip, _, _)) = destination_of(&delta.key) else {
+                tracing::debug!(?delta.key, "flow key with an unknown family or protocol");
+                continue;
+            };
+            let identity = self.identities.identify(delta.key.cgroup_id);
+            let names = self.dns.names(&identity.dns_source(), ip, now);
+            let source = identity.source(&pod_index);
+            records.extend(to_record(delta, &self.node, source, names, clock));
+        }
+        self.identities.end_poll();
+        self.dns.purge(now);
+        self.metrics
+            .cgroups_unresolved(self.identities.unresolved_total());
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::resolver::CgroupResolver;
+    use crate::dns::parse::tests::{a, response};
+    use crate::kernel::DnsAnswer;
+    use flow_model::{Outcome, SourceKind};
+    use std::os::unix::fs::MetadataExt;
+    use std::time::Duration;
+
+    const UID: &str = "0d1f4a8c-7a36-4b5e-9a3e-2f6c1b9d8e7a";
+
+    struct Fixture {
+        _tmp: tempfile::TempDir,
+        pipeline: Pipeline,
+        metrics: Arc<Metrics>,
+        pod_cgroup: u64,
+        host_cgroup: u64,
+        pod_dir: std::path::PathBuf,
+    }
+
+    fn fixture() -> Fixture {
+        let tmp = tempfile::tempdir().unwrap();
+        let cg = tmp.path().join("cg");
+        let pod_dir = cg.join(format!(
+            "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-abc.scope",
+            UID.replace('-', "_")
+        ));
+        std::fs::create_dir_all(&pod_dir).unwrap();
+        let host = cg.join("system.slice/sshd.service");
+        std::fs::create_dir_all(&host).unwrap();
+        let pods_file = tmp.path().join("pods.yaml");
+        std::fs::write(
+            &pods_file,
+            format!(
+                "kind: Pod\napiVersion: v1\nmetadata:\n  name: web-1\n  namespace: shop\n  uid: {UID}\n  labels: {{app: web}}\n"
+            ),
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let pipeline = Pipeline::new(
+            "node-a".into(),
+            IdentityCache::new(CgroupResolver::new(cg, Duration::ZERO)),
+            Some(PodsFile::load(&pods_file).unwrap()),
+            DnsCache::new(Duration::from_secs(600), 10_000),
+            Arc::clone(&metrics),
+        );
+        let ino = |p: &std::path::Path| std::fs::metadata(p).unwrap().ino();
+        Fixture {
+            pod_cgroup: ino(&pod_dir),
+            host_cgroup: ino(&host),
+            pod_dir,
+            _tmp: tmp,
+            pipeline,
+            metrics,
+        }
+    }
+
+    fn key(cgroup_id: u64, ip: [u8; 4], port: u16) -> FlowKey {
+        let mut daddr = [0; 16];
+        daddr[..4].copy_from_slice(&ip);
+        FlowKey {
+            cgroup_id,
+            daddr,
+            dport: port,
+            family: agent_common::AF_INET,
+            protocol: agent_common::IPPROTO_TCP,
+            _pad: [0; 4],
+        }
+    }
+
+    fn value(count: u64, established: u32) -> FlowValue {
+        FlowValue {
+            first_seen_ns: 1_000,
+            last_seen_ns: 2_000 + count,
+            count,
+            established,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn short_lived_pod_keeps_its_identity_and_dns_names() {
+        let mut f = fixture();
+        let now = Instant::now();
+        let clock = BootClock::with_offset(1_700_000_000_000_000_000);
+        let dns = response(
+            "api.example.test.",
+            vec![("api.example.test.", a("198.18.0.10"))],
+        );
+        f.pipeline.handle_event(
+            KernelEvent::Dns(DnsAnswer {
+                cgroup_id: f.pod_cgroup,
+                family: agent_common::AF_INET,
+                transport: 17,
+                wire_len: dns.len() as u32,
+                payload: dns,
+            }),
+            now,
+        );
+        let k = key(f.pod_cgroup, [198, 18, 0, 10], 443);
+        f.pipeline.handle_event(KernelEvent::NewFlow(k), now);
+        // The pod's cgroup is gone before the poll.
+        std::fs::remove_dir(&f.pod_dir).unwrap();
+
+        let hk = key(f.host_cgroup, [198, 18, 0, 11], 22);
+        let records = f
+            .pipeline
+            .poll(&[(k, value(2, 1)), (hk, value(1, 0))], None, &clock, now);
+        assert_eq!(records.len(), 2);
+        let pod = records.iter().find(|r| r.destination.port == 443).unwrap();
+        assert_eq!(pod.node, "node-a");
+        assert_eq!(pod.source.kind, SourceKind::Pod);
+        assert_eq!(pod.source.namespace.as_deref(), Some("shop"));
+        assert_eq!(pod.source.pod.as_deref(), Some("web-1"));
+        assert_eq!(pod.source.container_id.as_deref(), Some("abc"));
+        assert_eq!(pod.source.workload.as_ref().unwrap().kind, "Pod");
+        assert_eq!(pod.destination.dns_names, ["api.example.test"]);
+        assert_eq!(pod.outcome, Outcome::Established);
+        assert_eq!(pod.count, 2);
+        let host = records.iter().find(|r| r.destination.port == 22).unwrap();
+        assert_eq!(host.source.kind, SourceKind::Host);
+        assert!(host.destination.dns_names.is_empty());
+
+        // Nothing new, nothing written; new connects give a delta.
+        assert!(f
+            .pipeline
+            .poll(&[(k, value(2, 1)), (hk, value(1, 0))], None, &clock, now)
+            .is_empty());
+        let again = f.pipeline.poll(&[(k, value(5, 1))], None, &clock, now);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].count, 3);
+        assert_eq!(again[0].source.pod.as_deref(), Some("web-1"));
+
+        let text = f.metrics.encode();
+        assert!(
+            text.contains("egress_agent_dns_answers_total{result=\"parsed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_agent_flows_observed_total 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_dns_answers_are_counted_not_fatal() {
+        let mut f = fixture();
+        for payload in [vec![], vec![0xff; 40], vec![0, 5, 1]] {
+            let wire_len = payload.len() as u32;
+            f.pipeline.handle_event(
+                KernelEvent::Dns(DnsAnswer {
+                    cgroup_id: f.host_cgroup,
+                    family: agent_common::AF_INET,
+                    transport: 6,
+                    wire_len,
+                    payload,
+                }),
+                Instant::now(),
+            );
+        }
+        let text = f.metrics.encode();
+        assert!(
+            text.contains("egress_agent_dns_answers_total{result=\"rejected\"} 3"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn evictions_and_losses_reach_the_metrics() {
+        let mut f = fixture();
+        let mut counters = [0u64; COUNTER_SLOTS as usize];
+        counters[agent_common::Counter::FlowInserted as usize] = 10;
+        counters[agent_common::Counter::RingFullDns as usize] = 2;
+        let k = key(f.host_cgroup, [10, 0, 0, 1], 80);
+        f.pipeline.poll(
+            &[(k, value(1, 0))],
+            Some(&counters),
+            &BootClock::now(),
+            Instant::now(),
+        );
+        let text = f.metrics.encode();
+        assert!(
+            text.contains("egress_agent_flow_map_evictions_total 9"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_agent_events_lost_total{reason=\"ring_full_dns\"} 2"),
+            "{text}"
+        );
+    }
+}

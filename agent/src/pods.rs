@@ -1,0 +1,291 @@
+//! Pod metadata from a pods file (`kubectl get pods -o json|yaml`), indexed by pod UID.
+//!
+//! Accepts a `List`/`PodList`, a single `Pod`, or multi-document YAML of either. The file is polled
+//! for changes (mtime and length): a broken edit keeps the last good index, since losing every
+//! pod's identity because of one typo would be worse than slightly stale labels.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use flow_model::WorkloadRef;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize as _;
+
+/// What the agent needs of a pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodInfo {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub workload: WorkloadRef,
+    pub host_network: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: cannot read the pods file: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{position}: not JSON/YAML: {message}")]
+    Syntax {
+        path: String,
+        position: String,
+        message: String,
+    },
+    #[error("{path}: {position}: not a Pod: {message}")]
+    NotAPod {
+        path: String,
+        position: String,
+        message: String,
+    },
+}
+
+/// Parses a pods file's text. `path` only names the input in errors.
+pub fn parse_pods(text: &str, path: &str) -> Result<Vec<PodInfo>, Error> {
+    let mut pods = Vec::new();
+    // JSON is YAML, but serde_json's errors name the line and column of JSON input precisely.
+    if text.trim_start().starts_with('{') {
+        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Syntax {
+            path: path.to_owned(),
+            position: format!("{}:{}", e.line(), e.column()),
+            message: e.to_string(),
+        })?;
+        collect_document(doc, path, "document 1", &mut pods)?;
+        return Ok(pods);
+    }
+    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value = serde_yaml::Value::deserialize(document).map_err(|e| Error::Syntax {
+            path: path.to_owned(),
+            position: e
+                .location()
+                .map(|l| format!("{}:{}", l.line(), l.column()))
+                .unwrap_or_else(|| format!("document {}", index + 1)),
+            message: e.to_string(),
+        })?;
+        if value.is_null() {
+            continue; // an empty document, e.g. after a trailing `---`
+        }
+        let doc = serde_json::to_value(value).map_err(|e| Error::NotAPod {
+            path: path.to_owned(),
+            position: format!("document {}", index + 1),
+            message: e.to_string(),
+        })?;
+        collect_document(doc, path, &format!("document {}", index + 1), &mut pods)?;
+    }
+    Ok(pods)
+}
+
+fn collect_document(
+    doc: serde_json::Value,
+    path: &str,
+    position: &str,
+    out: &mut Vec<PodInfo>,
+) -> Result<(), Error> {
+    let not_a_pod = |position: String, message: String| Error::NotAPod {
+        path: path.to_owned(),
+        position,
+        message,
+    };
+    let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+    match kind {
+        "List" | "PodList" => {
+            let items = match doc.get("items") {
+                Some(serde_json::Value::Array(items)) => items.clone(),
+                Some(serde_json::Value::Null) | None => Vec::new(),
+                Some(_) => {
+                    return Err(not_a_pod(position.to_owned(), "items is not a list".into()))
+                }
+            };
+            for (i, item) in items.into_iter().enumerate() {
+                let at = format!("{position}, item {}", i + 1);
+                let item_kind = item.get("kind").and_then(|k| k.as_str());
+                // `kubectl get pods -o json` items carry no kind; a List may mix kinds.
+                if item_kind.is_some_and(|k| k != "Pod") {
+                    continue;
+                }
+                let pod: Pod = serde_json::from_value(item)
+                    .map_err(|e| not_a_pod(at.clone(), e.to_string()))?;
+                out.push(pod_info(&pod).ok_or_else(|| not_a_pod(at, "no metadata.uid".into()))?);
+            }
+            Ok(())
+        }
+        "Pod" => {
+            let pod: Pod = serde_json::from_value(doc)
+                .map_err(|e| not_a_pod(position.to_owned(), e.to_string()))?;
+            out.push(
+                pod_info(&pod)
+                    .ok_or_else(|| not_a_pod(position.to_owned(), "no metadata.uid".into()))?,
+            );
+            Ok(())
+        }
+        other => Err(not_a_pod(
+            position.to_owned(),
+            format!("kind {other:?}, expected Pod, PodList or List"),
+        )),
+    }
+}
+
+/// The fields the agent reports, or `None` for a pod without UID (never from a real API server).
+pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
+    let meta = &pod.metadata;
+    let uid = meta
+        .uid
+        .clone()
+        .filter(|u| !u.is_empty())?
+        .to_ascii_lowercase();
+    let name = meta.name.clone().unwrap_or_default();
+    let labels: BTreeMap<String, String> = meta.labels.clone().unwrap_or_default();
+    let workload = owner_workload(pod, &name, &labels);
+    Some(PodInfo {
+        uid,
+        namespace: meta
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned()),
+        name,
+        labels,
+        workload,
+        host_network: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false),
+    })
+}
+
+/// The top-level workload, as far as the pod itself tells.
+///
+/// A ReplicaSet named `<deployment>-<pod-template-hash>` (the hash matching the pod's own label)
+/// belongs to that Deployment, as kubectl assumes; other owners are reported as they are. A Job is
+/// reported as a Job even when its name looks like `<cronjob>-<digits>`: the pod does not say which
+/// CronJob (if any) made it.
+fn owner_workload(pod: &Pod, pod_name: &str, labels: &BTreeMap<String, String>) -> WorkloadRef {
+    let owners = pod.metadata.owner_references.as_deref().unwrap_or_default();
+    let owner = owners
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| owners.first());
+    let Some(owner) = owner else {
+        return WorkloadRef {
+            kind: "Pod".to_owned(),
+            name: pod_name.to_owned(),
+        };
+    };
+    if owner.kind == "ReplicaSet" {
+        let deployment = labels
+            .get("pod-template-hash")
+            .filter(|hash| !hash.is_empty())
+            .and_then(|hash| owner.name.strip_suffix(hash.as_str()))
+            .and_then(|rest| rest.strip_suffix('-'))
+            .filter(|name| !name.is_empty());
+        if let Some(name) = deployment {
+            return WorkloadRef {
+                kind: "Deployment".to_owned(),
+                name: name.to_owned(),
+            };
+        }
+    }
+    WorkloadRef {
+        kind: owner.kind.clone(),
+        name: owner.name.clone(),
+    }
+}
+
+/// What a reload check did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reload {
+    Unchanged,
+    Reloaded {
+        pods: usize,
+    },
+    /// The file changed but could not be used; the previous index stays (already logged).
+    Failed,
+}
+
+/// The pods file and the index built from its last good version.
+pub struct PodsFile {
+    path: PathBuf,
+    stamp: Option<(SystemTime, u64)>,
+    pods: Arc<HashMap<String, Arc<PodInfo>>>,
+}
+
+impl PodsFile {
+    /// Loads the file; any problem is an error naming the file (and position).
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let mut file = Self {
+            path: path.to_owned(),
+            stamp: None,
+            pods: Arc::default(),
+        };
+        let stamp = file.stamp().map_err(|source| file.read_error(source))?;
+        file.pods = Arc::new(file.read()?);
+        file.stamp = Some(stamp);
+        Ok(file)
+    }
+
+    /// Re-reads the file if its mtime or length changed since the last look.
+    pub fn reload_if_changed(&mut self) -> Reload {
+        let stamp = match self.stamp() {
+            Ok(stamp) => stamp,
+            Err(source) => {
+                if self.stamp.take().is_some() {
+                    tracing::warn!(error = %self.read_error(source), "keeping the last good pods file");
+                    return Reload::Failed;
+                }
+                return Reload::Unchanged; // already reported
+            }
+        };
+        if self.stamp == Some(stamp) {
+            return Reload::Unchanged;
+        }
+        // Remember the stamp even on failure: one warning per change, not one per poll.
+        self.stamp = Some(stamp);
+        match self.read() {
+            Ok(pods) => {
+                let n = pods.len();
+                self.pods = Arc::new(pods);
+                tracing::info!(path = %self.path.display(), pods = n, "reloaded the pods file");
+                Reload::Reloaded { pods: n }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "keeping the last good pods file");
+                Reload::Failed
+            }
+        }
+    }
+
+    /// The current index, uid → pod. Cheap to clone and hold while the file reloads.
+    pub fn index(&self) -> Arc<HashMap<String, Arc<PodInfo>>> {
+        Arc::clone(&self.pods)
+    }
+
+    fn stamp(&self) -> std::io::Result<(SystemTime, u64)> {
+        let meta = std::fs::metadata(&self.path)?;
+        Ok((meta.modified()?, meta.len()))
+    }
+
+    fn read_error(&self, source: std::io::Error) -> Error {
+        Error::Read {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn read(&self) -> Result<HashMap<String, Arc<PodInfo>>, Error> {
+        let text = std::fs::read_to_string(&self.path).map_err(|e| self.read_error(e))?;
+        let pods = parse_pods(&text, &self.path.display().to_string())?;
+        Ok(pods
+            .into_iter()
+            .map(|p| (p.uid.clone(), Arc::new(p)))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+#[path = "pods_tests.rs"]
+mod tests;

@@ -1,0 +1,42 @@
+//! The binary's exit codes and messages for bad input (no root or kernel programs needed).
+
+use std::process::Command;
+
+fn agent(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(args)
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(out.stdout.is_empty(), "nothing but records goes to stdout");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let (code, err) = agent(&["run", "--mode", "enforce"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--mode"), "{err}");
+    assert_eq!(agent(&["run", "--flush-interval", "0"]).0, 2);
+    assert_eq!(agent(&["frobnicate"]).0, 2);
+    assert_eq!(agent(&["run", "--recommender", "http://r"]).0, 2);
+}
+
+#[test]
+fn bad_inputs_exit_1_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("agent-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pods = dir.join("pods.yaml");
+    std::fs::write(&pods, "kind: Pod\nmetadata: [unclosed\n").unwrap();
+    let (code, err) = agent(&["run", "--pods-file", pods.to_str().unwrap()]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pods.yaml:"), "{err}");
+
+    let (code, err) = agent(&["run", "--pods-file", "/nonexistent/pods.json"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("/nonexistent/pods.json"), "{err}");
+}

@@ -1,0 +1,31 @@
+//! Nodes by address.
+
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::Node;
+
+use super::Cluster;
+
+impl Cluster {
+    /// The node that has `ip` as an InternalIP or ExternalIP address.
+    pub fn node_by_ip(&self, ip: IpAddr) -> Option<&Node> {
+        self.nodes.iter().find(|node| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.addresses.as_ref())
+                .is_some_and(|addresses| {
+                    addresses.iter().any(|a| {
+                        matches!(a.type_.as_str(), "InternalIP" | "ExternalIP")
+                            && a.address.parse::<IpAddr>() == Ok(ip)
+                    })
+                })
+        })
+    }
+
+    /// A node by name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+    }
+}

@@ -1,0 +1,118 @@
+//! The test command: checks, a bounded fuzz run, then every test, closing with the real count.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::{command, exec, is_root};
+use crate::setup::{self, Tools};
+
+/// Fuzz targets and the crate directory that holds them.
+const FUZZ_TARGETS: &[(&str, &str)] = &[("agent/fuzz", "dns_answer")];
+
+pub fn run(fuzz_seconds: u64) -> Result<()> {
+    if !is_root() {
+        bail!("the tests attach eBPF programs and create network namespaces: run them as root");
+    }
+    let tools = setup::run()?;
+    exec(command("cargo").args(["fmt", "--all", "--", "--check"]))?;
+    exec(command("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    for (_, target) in FUZZ_TARGETS {
+        fuzz(&tools, target, fuzz_seconds)?;
+    }
+    let totals = cargo_test(&tools)?;
+    // The closing line CI reads: the real number of tests run across every test binary.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    if totals.failed > 0 || !totals.success {
+        bail!("tests failed");
+    }
+    Ok(())
+}
+
+/// Runs one cargo-fuzz target for a bounded time; a crash fails the run.
+pub fn fuzz(_tools: &Tools, target: &str, seconds: u64) -> Result<()> {
+    let (dir, _) = FUZZ_TARGETS
+        .iter()
+        .find(|(_, t)| *t == target)
+        .with_context(|| format!("no fuzz target {target}"))?;
+    eprintln!("xtask: fuzzing {target} for {seconds} s");
+    exec(
+        command("cargo")
+            .args(["+nightly", "fuzz", "run", "--fuzz-dir", dir, target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=2048"),
+    )
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    success: bool,
+}
+
+/// `cargo test` over the workspace, echoing its output and adding up every `test result:` line.
+fn cargo_test(tools: &Tools) -> Result<Totals> {
+    let mut child = command("cargo")
+        // Plain `cargo test`: libraries, binaries, integration tests and doc tests. Benchmarks are
+        // left out on purpose: they are measured in release by `cargo bench`, not run as tests.
+        .args(["test", "--", "--color", "never"])
+        .env("KUBERNETES_VALIDATE", &tools.kubernetes_validate)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let mut totals = Totals::default();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.trim().strip_prefix("test result: ") {
+            add_result(&mut totals, rest);
+        }
+    }
+    totals.success = child.wait()?.success();
+    Ok(totals)
+}
+
+/// Adds `ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s`.
+fn add_result(totals: &mut Totals, summary: &str) {
+    for part in summary.split(';') {
+        let mut words = part.split_whitespace().rev();
+        let (Some(label), Some(number)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(n) = number.parse::<u64>() else {
+            continue;
+        };
+        match label {
+            "passed" => totals.passed += n,
+            "failed" => totals.failed += n,
+            "ignored" => totals.ignored += n,
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_up_result_lines() {
+        let mut t = Totals::default();
+        add_result(
+            &mut t,
+            "ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s",
+        );
+        add_result(
+            &mut t,
+            "FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        assert_eq!((t.passed, t.failed, t.ignored), (15, 2, 1));
+    }
+}
