@@ -16,8 +16,8 @@ use flow_model::{FlowRecord, Outcome, Protocol};
 use jiff::Timestamp;
 
 use support::agent::{
-    agent_command, free_port, metric_sum, run_to_exit, Agent, DNS_ANSWERS_METRIC,
-    RELOAD_ERRORS_METRIC,
+    agent_command, free_port, logs_kept_last_good, logs_reloaded, metric_sum, run_to_exit, Agent,
+    DNS_ANSWERS_METRIC, RELOAD_ERRORS_METRIC,
 };
 use support::cgroup::{Driver, Qos};
 use support::dns::{dig, API_NAME, V6_NAME, WWW_NAME};
@@ -273,21 +273,52 @@ fn agent_rejects_malformed_pods_file() {
     );
 }
 
+/// The pods file is re-read when it changes: a good version applies to the records written after
+/// it, a broken one is rejected (logged, counted) and the last good one stays in use, with the
+/// agent still running and ready.
 #[test]
-fn agent_keeps_last_good_pods_file_on_bad_reload() {
-    require_root();
-    let dir = TempDir::new(&unique_prefix());
-    let pods_file = dir.path().join("pods.json");
-    std::fs::write(&pods_file, pods_file_json(&test_pods())).unwrap();
-    let mut agent = Agent::start(AGENT, dir.path(), &pods_file);
+fn agent_reloads_pods_file_and_keeps_last_good_on_error() {
+    let mut specs = test_pods();
+    specs.truncate(1);
+    specs.push(
+        PodSpec::new(
+            "shop",
+            "web",
+            "5d8f7c9b4",
+            "r4n8d",
+            Driver::Systemd,
+            Qos::BestEffort,
+            1,
+        )
+        .unlisted(),
+    );
+    let hosts = Hosts::build(specs.clone());
+    let pods_file = hosts.dir.path().join("pods.json");
+    std::fs::write(&pods_file, pods_file_json(&specs)).unwrap();
+    let mut agent = Agent::start(AGENT, hosts.dir.path(), &pods_file);
     agent.wait_ready(READY_TIMEOUT);
 
-    // The agent notices a change of the file's mtime or length on its next poll.
+    // A good new version lists the second pod too.
+    for spec in &mut specs {
+        spec.listed = true;
+    }
+    std::fs::write(&pods_file, pods_file_json(&specs)).unwrap();
+    wait_for(
+        "the agent to log that it reloaded the pods file",
+        Duration::from_secs(20),
+        || logs_reloaded(&agent.log_text(), &pods_file).then_some(()),
+    );
+    run_client(
+        hosts.pods[1].command("python3"),
+        &[format!("tcp {MULTI_V4} 80")],
+    );
+
+    // A broken version: the agent notices the change of length on its next poll.
     std::fs::write(&pods_file, "items: [ {").unwrap();
     wait_for(
         "the agent to log that it kept the last good pods file",
         Duration::from_secs(20),
-        || support::agent::logs_kept_last_good(&agent.log_text(), &pods_file).then_some(()),
+        || logs_kept_last_good(&agent.log_text(), &pods_file).then_some(()),
     );
     assert!(
         agent.running(),
@@ -304,10 +335,47 @@ fn agent_keeps_last_good_pods_file_on_bad_reload() {
         metric_sum(&body, RELOAD_ERRORS_METRIC, "") >= 1.0,
         "the failed reload is counted:\n{body}"
     );
+    for pod in &hosts.pods {
+        run_client(pod.command("python3"), &[format!("tcp {MULTI_V4} 8080")]);
+    }
+
     let status = agent.terminate(EXIT_TIMEOUT);
     assert!(
         status.success(),
         "exit after SIGTERM: {status}\n{}",
         agent.log_text()
     );
+    // Every record carries the metadata of the last good file, which lists both pods.
+    let records: Vec<_> = read_merged(&agent.flows_out)
+        .into_iter()
+        .filter(|r| is_ours(r, &specs, &[]))
+        .collect();
+    let expected = vec![
+        Expected::new(
+            From::Pod(1),
+            MULTI_V4,
+            80,
+            Protocol::Tcp,
+            Outcome::Established,
+        ),
+        Expected::new(
+            From::Pod(0),
+            MULTI_V4,
+            8080,
+            Protocol::Tcp,
+            Outcome::Established,
+        ),
+        Expected::new(
+            From::Pod(1),
+            MULTI_V4,
+            8080,
+            Protocol::Tcp,
+            Outcome::Established,
+        ),
+    ];
+    let window = (
+        Timestamp::now() - Duration::from_secs(120),
+        Timestamp::now(),
+    );
+    assert_exact(&records, &expected, &specs, NODE_NAME, window);
 }

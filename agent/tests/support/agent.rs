@@ -209,3 +209,10 @@ pub fn logs_kept_last_good(log: &str, pods_file: &Path) -> bool {
     log.lines()
         .any(|l| l.contains(&file) && l.to_lowercase().contains("last good"))
 }
+
+/// Whether the agent's log says it loaded a new version of `pods_file`.
+pub fn logs_reloaded(log: &str, pods_file: &Path) -> bool {
+    let file = pods_file.display().to_string();
+    log.lines()
+        .any(|l| l.contains(&file) && l.contains("reloaded the pods file"))
+}
