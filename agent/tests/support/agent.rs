@@ -100,10 +100,6 @@ impl Agent {
         self.child.running()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.pid()
-    }
-
     /// SIGTERM, then wait (bounded) for the exit; the agent flushes every flow on the way out.
     pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
         self.child.signal(libc::SIGTERM);

@@ -167,11 +167,6 @@ impl Hosts {
         });
         &self.pods[i]
     }
-
-    /// Every pod UID in this world: the agent's records for other UIDs belong to other tests.
-    pub fn pod_uids(&self) -> Vec<String> {
-        self.pods.iter().map(|p| p.spec.uid.clone()).collect()
-    }
 }
 
 /// Joins `ns` to the world bridge with a veth pair (`eth0` inside `ns`, `world_end` on the bridge)

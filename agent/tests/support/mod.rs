@@ -186,6 +186,10 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // Expected for servers; for an agent it means the test failed before stopping it.
+            if self.name == "agent" {
+                eprintln!("clean-up: killing the agent (pid {})", self.child.id());
+            }
             self.signal(libc::SIGKILL);
         }
         let _ = self.child.wait();

@@ -114,8 +114,4 @@ impl Servers {
             || self.saw(|l| l == line).then_some(()),
         );
     }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
 }
