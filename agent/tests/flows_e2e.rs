@@ -21,7 +21,7 @@ use support::agent::{
 };
 use support::cgroup::{Driver, Qos};
 use support::dns::{dig, API_NAME, V6_NAME, WWW_NAME};
-use support::expect::{assert_exact, is_ours, missing, read_merged, Expected, From};
+use support::expect::{assert_exact, is_ours, missing, read_merged, Expected, Origin};
 use support::hosts::*;
 use support::pods::{pods_file_json, test_pods, PodSpec, NODE_NAME};
 use support::traffic::run_client;
@@ -44,26 +44,26 @@ fn expected_flows(node_port: u16) -> Vec<Expected> {
     vec![
         // Pod 0: getaddrinfo over UDP (glibc connects its UDP socket), then TCP to the answer;
         // several ports of one host; a closed port.
-        Expected::new(From::Pod(0), DNS_V4, 53, Udp, Sent),
-        Expected::new(From::Pod(0), API_V4, 443, Tcp, Established).names(&[API_NAME]),
-        Expected::new(From::Pod(0), MULTI_V4, 80, Tcp, Established),
-        Expected::new(From::Pod(0), MULTI_V4, 8080, Tcp, Established),
-        Expected::new(From::Pod(0), MULTI_V4, 9000, Tcp, Established).count(3),
-        Expected::new(From::Pod(0), MULTI_V4, CLOSED_PORT, Tcp, Refused).count(2),
+        Expected::new(Origin::Pod(0), DNS_V4, 53, Udp, Sent),
+        Expected::new(Origin::Pod(0), API_V4, 443, Tcp, Established).names(&[API_NAME]),
+        Expected::new(Origin::Pod(0), MULTI_V4, 80, Tcp, Established),
+        Expected::new(Origin::Pod(0), MULTI_V4, 8080, Tcp, Established),
+        Expected::new(Origin::Pod(0), MULTI_V4, 9000, Tcp, Established).count(3),
+        Expected::new(Origin::Pod(0), MULTI_V4, CLOSED_PORT, Tcp, Refused).count(2),
         // ...and a host that never answers (the client gives up after a second).
-        Expected::new(From::Pod(0), BLACKHOLE_V4, 443, Tcp, Timeout),
+        Expected::new(Origin::Pod(0), BLACKHOLE_V4, 443, Tcp, Timeout),
         // Pod 1: an AAAA lookup, then TCP over IPv6; unconnected and connected UDP.
-        Expected::new(From::Pod(1), DNS_V4, 53, Udp, Sent),
-        Expected::new(From::Pod(1), API_V6, 443, Tcp, Established).names(&[V6_NAME]),
-        Expected::new(From::Pod(1), MULTI_V4, UDP_SENDTO_PORT, Udp, Sent).count(3),
-        Expected::new(From::Pod(1), MULTI_V4, UDP_CONNECT_PORT, Udp, Sent),
+        Expected::new(Origin::Pod(1), DNS_V4, 53, Udp, Sent),
+        Expected::new(Origin::Pod(1), API_V6, 443, Tcp, Established).names(&[V6_NAME]),
+        Expected::new(Origin::Pod(1), MULTI_V4, UDP_SENDTO_PORT, Udp, Sent).count(3),
+        Expected::new(Origin::Pod(1), MULTI_V4, UDP_CONNECT_PORT, Udp, Sent),
         // Pod 2: DNS over TCP whose answer is a CNAME chain; the chain's names go to its address.
-        Expected::new(From::Pod(2), DNS_V4, 53, Tcp, Established),
-        Expected::new(From::Pod(2), API_V4, 443, Tcp, Established).names(&[API_NAME, WWW_NAME]),
+        Expected::new(Origin::Pod(2), DNS_V4, 53, Tcp, Established),
+        Expected::new(Origin::Pod(2), API_V4, 443, Tcp, Established).names(&[API_NAME, WWW_NAME]),
         // Pod 3: started after the agent, CRI-O, not in the pods file.
-        Expected::new(From::Pod(3), MULTI_V4, 8080, Tcp, Established),
+        Expected::new(Origin::Pod(3), MULTI_V4, 8080, Tcp, Established),
         // The node process, outside any pod.
-        Expected::new(From::Host, NODE_TARGET_V4, node_port, Tcp, Established),
+        Expected::new(Origin::Host, NODE_TARGET_V4, node_port, Tcp, Established),
     ]
 }
 
@@ -170,7 +170,7 @@ fn agent_reports_exact_flows_of_test_pods() {
     // agent must flush it on the way out.
     run_client(api.command("python3"), &[format!("tcp {MULTI_V4} 9000")]);
     expected.push(Expected::new(
-        From::Pod(2),
+        Origin::Pod(2),
         MULTI_V4,
         9000,
         Protocol::Tcp,
@@ -353,21 +353,21 @@ fn agent_reloads_pods_file_and_keeps_last_good_on_error() {
         .collect();
     let expected = vec![
         Expected::new(
-            From::Pod(1),
+            Origin::Pod(1),
             MULTI_V4,
             80,
             Protocol::Tcp,
             Outcome::Established,
         ),
         Expected::new(
-            From::Pod(0),
+            Origin::Pod(0),
             MULTI_V4,
             8080,
             Protocol::Tcp,
             Outcome::Established,
         ),
         Expected::new(
-            From::Pod(1),
+            Origin::Pod(1),
             MULTI_V4,
             8080,
             Protocol::Tcp,

@@ -38,7 +38,7 @@ pub fn merge(records: Vec<FlowRecord>) -> Vec<FlowRecord> {
 
 /// Who a flow should come from.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum From {
+pub enum Origin {
     /// The pod with this index in the test's pod list.
     Pod(usize),
     /// A process outside any pod.
@@ -48,7 +48,7 @@ pub enum From {
 /// One flow the test made and expects the agent to report.
 #[derive(Clone, Debug)]
 pub struct Expected {
-    pub from: From,
+    pub from: Origin,
     pub ip: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
@@ -59,7 +59,13 @@ pub struct Expected {
 }
 
 impl Expected {
-    pub fn new(from: From, ip: &str, port: u16, protocol: Protocol, outcome: Outcome) -> Expected {
+    pub fn new(
+        from: Origin,
+        ip: &str,
+        port: u16,
+        protocol: Protocol,
+        outcome: Outcome,
+    ) -> Expected {
         Expected {
             from,
             ip: ip.parse().expect("expected address"),
@@ -84,7 +90,7 @@ impl Expected {
 
     /// (source, ip, port, protocol): what identifies the flow independently of the agent's
     /// identity fields, which are checked separately.
-    fn id(&self) -> (From, IpAddr, u16, Protocol) {
+    fn id(&self) -> (Origin, IpAddr, u16, Protocol) {
         (self.from.clone(), self.ip, self.port, self.protocol)
     }
 }
@@ -101,10 +107,10 @@ pub fn is_ours(r: &FlowRecord, pods: &[PodSpec], host_targets: &[(IpAddr, u16)])
     }
 }
 
-fn source_of(r: &FlowRecord, pods: &[PodSpec]) -> From {
+fn source_of(r: &FlowRecord, pods: &[PodSpec]) -> Origin {
     match r.source.kind {
-        SourceKind::Host => From::Host,
-        SourceKind::Pod => From::Pod(
+        SourceKind::Host => Origin::Host,
+        SourceKind::Pod => Origin::Pod(
             pods.iter()
                 .position(|p| r.source.uid.as_deref() == Some(p.uid.as_str()))
                 .expect("filtered to our pods"),
@@ -198,8 +204,8 @@ pub fn assert_exact(
         );
         assert_outcomes(r, e);
         match e.from {
-            From::Pod(i) => assert_pod_identity(r, &pods[i]),
-            From::Host => assert_host_identity(r),
+            Origin::Pod(i) => assert_pod_identity(r, &pods[i]),
+            Origin::Host => assert_host_identity(r),
         }
     }
 }
