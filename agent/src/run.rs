@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
@@ -14,7 +14,7 @@ use crate::clock::BootClock;
 use crate::dns::DnsCache;
 use crate::http::{self, HttpState};
 use crate::identity::IdentityCache;
-use crate::kernel::{self, EventReader, Probes};
+use crate::kernel::{self, EventReader, KernelEvent, Probes};
 use crate::metrics::Metrics;
 use crate::output::FlowWriter;
 use crate::pipeline::Pipeline;
@@ -133,14 +133,14 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         "kernel programs attached"
     );
 
-    let pipeline = Arc::new(Mutex::new(Pipeline::new(
+    let mut pipeline = Pipeline::new(
         node,
         IdentityCache::new(CgroupResolver::new(root, MIN_RESCAN_INTERVAL)),
         pods,
         DnsCache::new(DNS_RETENTION, DNS_CACHE_ENTRIES),
         Arc::clone(&metrics),
-    )));
-    let event_task = tokio::spawn(event_loop(events, Arc::clone(&pipeline)));
+    );
+    let mut events = events;
     let shutdown = async move {
         tokio::select! {
             _ = sigterm.recv() => tracing::info!("SIGTERM: flushing and detaching"),
@@ -149,11 +149,11 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     };
     let result = main_loop(
         &probes,
-        &pipeline,
+        &mut events,
+        &mut pipeline,
         &mut writer,
         &metrics,
         Duration::from_secs(args.flush_interval),
-        event_task,
         shutdown,
     )
     .await;
@@ -184,55 +184,93 @@ impl FlowSource for Probes {
     }
 }
 
-/// Flushes every `interval` until `shutdown` completes or the event task ends, then flushes once
-/// more so that every flow with activity not yet reported is written before the programs go away.
+/// Where kernel events come from: the ring-buffer reader, or a test's fake.
+pub trait EventSource {
+    /// Waits for events and appends them to `out`; must be cancel-safe.
+    fn next_batch(
+        &mut self,
+        out: &mut Vec<KernelEvent>,
+    ) -> impl std::future::Future<Output = Result<(), kernel::Error>>;
+    /// Appends the events available now, without waiting.
+    fn drain(&mut self, out: &mut Vec<KernelEvent>);
+}
+
+impl EventSource for EventReader {
+    fn next_batch(
+        &mut self,
+        out: &mut Vec<KernelEvent>,
+    ) -> impl std::future::Future<Output = Result<(), kernel::Error>> {
+        EventReader::next_batch(self, out)
+    }
+    fn drain(&mut self, out: &mut Vec<KernelEvent>) {
+        EventReader::drain(self, out);
+    }
+}
+
+/// Handles kernel events as they come and flushes every `interval` until `shutdown` completes,
+/// then flushes once more so that every flow with activity not yet reported is written before
+/// the programs go away. Each flush first takes the events still in the ring: a DNS answer that
+/// preceded a connect must be known before that connect's first record is written.
 pub async fn main_loop(
     source: &impl FlowSource,
-    pipeline: &Mutex<Pipeline>,
+    events: &mut impl EventSource,
+    pipeline: &mut Pipeline,
     writer: &mut FlowWriter,
     metrics: &Metrics,
     interval: Duration,
-    mut event_task: tokio::task::JoinHandle<kernel::Error>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    enum Wake {
+        Tick,
+        Stop,
+        Events(Result<(), kernel::Error>),
+    }
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; nothing to report yet
     tokio::pin!(shutdown);
+    let mut batch = Vec::new();
     let result = loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                if let Err(e) = flush(source, pipeline, writer, metrics) {
+        let wake = tokio::select! {
+            _ = tick.tick() => Wake::Tick,
+            () = &mut shutdown => Wake::Stop,
+            got = events.next_batch(&mut batch) => Wake::Events(got),
+        };
+        match wake {
+            Wake::Tick => {
+                if let Err(e) = flush(source, events, pipeline, writer, metrics, &mut batch) {
                     break Err(e);
                 }
             }
-            () = &mut shutdown => break Ok(()),
-            ended = &mut event_task => {
-                break Err(match ended {
-                    Ok(error) => Error::Events(error),
-                    Err(join) => Error::Events(kernel_join_error(join)),
-                });
-            }
+            Wake::Stop => break Ok(()),
+            Wake::Events(Ok(())) => handle(pipeline, &mut batch),
+            Wake::Events(Err(error)) => break Err(Error::Events(error)),
         }
     };
-    event_task.abort();
-    let flushed = flush(source, pipeline, writer, metrics);
+    let flushed = flush(source, events, pipeline, writer, metrics, &mut batch);
     result.and(flushed)
 }
 
-/// Reads the flow table and counters, writes the records. A table that cannot be read this time
-/// is logged and retried at the next tick; an output that cannot be written is fatal.
+fn handle(pipeline: &mut Pipeline, batch: &mut Vec<KernelEvent>) {
+    let now = Instant::now();
+    for event in batch.drain(..) {
+        pipeline.handle_event(event, now);
+    }
+}
+
+/// Takes pending events, reads the flow table and counters, writes the records. A table that
+/// cannot be read this time is logged and retried at the next tick; an output that cannot be
+/// written is fatal.
 fn flush(
     probes: &impl FlowSource,
-    pipeline: &Mutex<Pipeline>,
+    events: &mut impl EventSource,
+    pipeline: &mut Pipeline,
     writer: &mut FlowWriter,
     metrics: &Metrics,
+    batch: &mut Vec<KernelEvent>,
 ) -> Result<(), Error> {
-    // Counters before the table: see `Pipeline::poll`.
-    let counters = probes
-        .counters()
-        .map_err(|error| tracing::warn!(%error, "cannot read the kernel counters"))
-        .ok();
+    events.drain(batch);
+    handle(pipeline, batch);
     let table = match probes.flow_table() {
         Ok(table) => table,
         Err(error) => {
@@ -240,7 +278,11 @@ fn flush(
             return Ok(());
         }
     };
-    let records = lock(pipeline).poll(&table, counters.as_ref(), &BootClock::now(), Instant::now());
+    let counters = probes
+        .counters()
+        .map_err(|error| tracing::warn!(%error, "cannot read the kernel counters"))
+        .ok();
+    let records = pipeline.poll(&table, counters.as_ref(), &BootClock::now(), Instant::now());
     writer.write_batch(&records).map_err(Error::Write)?;
     metrics.records_written(records.len() as u64);
     tracing::debug!(records = records.len(), flows = table.len(), "flushed");
@@ -251,34 +293,6 @@ fn flush(
 fn detach(probes: Probes) {
     let _detached = probes;
     tracing::info!("kernel programs detached");
-}
-
-/// Handles ring-buffer events as they come; returns only when the reader fails.
-async fn event_loop(mut reader: EventReader, pipeline: Arc<Mutex<Pipeline>>) -> kernel::Error {
-    let mut batch = Vec::new();
-    loop {
-        batch.clear();
-        if let Err(error) = reader.next_batch(&mut batch).await {
-            return error;
-        }
-        let now = Instant::now();
-        let mut pipeline = lock(&pipeline);
-        for event in batch.drain(..) {
-            pipeline.handle_event(event, now);
-        }
-    }
-}
-
-/// A panic in one event must not take the agent's state with it: keep using the data.
-fn lock(pipeline: &Mutex<Pipeline>) -> MutexGuard<'_, Pipeline> {
-    pipeline
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn kernel_join_error(join: tokio::task::JoinError) -> kernel::Error {
-    tracing::error!(error = %join, "the kernel event task ended abnormally");
-    std::panic::resume_unwind(join.into_panic())
 }
 
 fn privilege_hint() -> &'static str {
@@ -302,6 +316,7 @@ fn default_node_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
     use crate::cli::Mode;
 
     fn args() -> RunArgs {
@@ -366,29 +381,46 @@ mod tests {
         (key, value)
     }
 
+    /// Events that only a drain can see (as when the programs did not wake the reader).
+    struct QuietRing(Vec<KernelEvent>);
+
+    impl EventSource for QuietRing {
+        async fn next_batch(&mut self, _out: &mut Vec<KernelEvent>) -> Result<(), kernel::Error> {
+            std::future::pending().await
+        }
+        fn drain(&mut self, out: &mut Vec<KernelEvent>) {
+            out.append(&mut self.0);
+        }
+    }
+
+    fn pipeline(tmp: &std::path::Path, metrics: &Arc<Metrics>) -> Pipeline {
+        Pipeline::new(
+            "node-a".into(),
+            IdentityCache::new(CgroupResolver::new(tmp.to_owned(), Duration::ZERO)),
+            None,
+            DnsCache::new(DNS_RETENTION, 100),
+            Arc::clone(metrics),
+        )
+    }
+
+    fn lines(path: &std::path::Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     #[tokio::test]
     async fn flushes_on_ticks_and_once_more_at_shutdown() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("flows.jsonl");
         let mut writer = FlowWriter::open(out.to_str().unwrap()).unwrap();
         let metrics = Arc::new(Metrics::new());
-        let pipeline = Mutex::new(Pipeline::new(
-            "node-a".into(),
-            IdentityCache::new(CgroupResolver::new(tmp.path().to_owned(), Duration::ZERO)),
-            None,
-            DnsCache::new(DNS_RETENTION, 100),
-            Arc::clone(&metrics),
-        ));
+        let mut pipeline = pipeline(tmp.path(), &metrics);
         let kernel = FakeKernel(Mutex::new(vec![flow(53, 1)]));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let events = tokio::spawn(std::future::pending::<kernel::Error>());
-        let lines = |path: &std::path::Path| {
-            std::fs::read_to_string(path)
-                .unwrap()
-                .lines()
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        };
+        let mut ring = QuietRing(Vec::new());
         let driver = async {
             // Wait for the first tick's record, add activity, then stop.
             while lines(&out).is_empty() {
@@ -403,11 +435,11 @@ mod tests {
         let (result, ()) = tokio::join!(
             main_loop(
                 &kernel,
-                &pipeline,
+                &mut ring,
+                &mut pipeline,
                 &mut writer,
                 &metrics,
                 Duration::from_millis(20),
-                events,
                 shutdown,
             ),
             driver
@@ -424,6 +456,49 @@ mod tests {
         assert!(metrics
             .encode()
             .contains("egress_agent_records_written_total 2"));
+    }
+
+    /// A DNS answer still in the ring when the agent is told to stop names the flow it preceded.
+    #[tokio::test]
+    async fn events_left_in_the_ring_are_taken_before_the_final_flush() {
+        use crate::dns::parse::tests::{a, response};
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("flows.jsonl");
+        let mut writer = FlowWriter::open(out.to_str().unwrap()).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let mut pipeline = pipeline(tmp.path(), &metrics);
+        let (key, value) = flow(443, 1);
+        let answer = response(
+            "api.example.test.",
+            vec![("api.example.test.", a("198.18.0.10"))],
+        );
+        let mut ring = QuietRing(vec![
+            KernelEvent::Dns(kernel::DnsAnswer {
+                cgroup_id: key.cgroup_id,
+                family: agent_common::AF_INET,
+                transport: agent_common::IPPROTO_UDP,
+                wire_len: answer.len() as u32,
+                payload: answer,
+            }),
+            KernelEvent::NewFlow(key),
+        ]);
+        let kernel = FakeKernel(Mutex::new(vec![(key, value)]));
+        main_loop(
+            &kernel,
+            &mut ring,
+            &mut pipeline,
+            &mut writer,
+            &metrics,
+            Duration::from_secs(3600),
+            async {},
+        )
+        .await
+        .unwrap();
+        let records =
+            flow_model::read_records(std::fs::read_to_string(&out).unwrap().as_bytes(), "out")
+                .unwrap();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].destination.dns_names, ["api.example.test"]);
     }
 
     #[test]

@@ -58,34 +58,36 @@ impl EventReader {
         Ok(EventReader { fd, malformed: 0 })
     }
 
-    /// Waits for at least one event and appends every available event to `out` (tokio).
-    /// Malformed/short records are skipped and counted, never panic.
+    /// Waits for at least one event and appends every available event to `out`.
     ///
-    /// Cancel-safe (usable in `tokio::select!`): records are only consumed in the synchronous
-    /// drain right before returning.
+    /// Cancel-safe: events are only taken from the ring when they are appended. The programs do not
+    /// wake the reader for every record (that costs more than the record), so this also looks every
+    /// [`POLL_INTERVAL`].
     pub async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> Result<(), Error> {
-        let before = out.len();
         loop {
-            // Drain first: records may already be waiting (epoll only reports new arrivals).
-            let ring = self.fd.get_mut();
-            while let Some(item) = ring.next() {
-                match decode(&item) {
-                    Some(ev) => out.push(ev),
-                    None => self.malformed += 1,
-                }
-            }
-            if out.len() > before {
+            if self.drain(out) > 0 {
                 return Ok(());
             }
-            // The programs submit without waking the reader unless the buffer fills up (a wake-up
-            // costs the kernel more than the record itself), so poll on a short timer as well.
-            // Readiness is cleared before the next drain so that a forced wake-up arriving in
-            // between is not lost.
             match tokio::time::timeout(POLL_INTERVAL, self.fd.readable_mut()).await {
                 Ok(guard) => guard.map_err(Error::Io)?.clear_ready(),
                 Err(_elapsed) => {}
             }
         }
+    }
+
+    /// Appends every event in the ring now to `out`, without waiting; returns how many. Readers
+    /// call it before reading the flow table, so that no DNS answer or new flow still sitting in
+    /// the ring (records are not always announced) is missed by a flush.
+    pub fn drain(&mut self, out: &mut Vec<KernelEvent>) -> usize {
+        let before = out.len();
+        let ring = self.fd.get_mut();
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Some(ev) => out.push(ev),
+                None => self.malformed += 1,
+            }
+        }
+        out.len() - before
     }
 
     /// Records skipped because they were too short or of an unknown kind.
