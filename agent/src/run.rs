@@ -316,8 +316,8 @@ fn default_node_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
     use crate::cli::Mode;
+    use std::sync::Mutex;
 
     fn args() -> RunArgs {
         RunArgs {

@@ -1,7 +1,186 @@
-//! Command line of the `recommender` binary.
+//! Command line of the `recommender` binary (DESIGN.md, "Contracts").
+//!
+//! Exit codes: 0 success (`verify`: nothing denied; `evaluate`: allowed), 1 a negative answer
+//! (`verify`: some flow denied; `evaluate`: denied), 2 usage or bad input, with one line
+//! `error: ...` on stderr. Notes (objects or flows skipped, and why) go to stderr as log lines
+//! (`RUST_LOG` adjusts them; default `warn`).
+//!
+//! One file per command: `recommend`, `verify`, `evaluate`; `engines` is the seam to the
+//! synthesis and the evaluator; `inputs` reads the files every command shares.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::Error;
+use crate::synth::{Format, InternetEgress};
+
+mod engines;
+mod evaluate;
+mod inputs;
+mod recommend;
+mod verify;
+
+/// Learns each workload's egress from observed flows and writes least-privilege NetworkPolicies.
+#[derive(Debug, Parser)]
+#[command(name = "recommender", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Recommend egress policies for the observed flows (YAML on stdout).
+    Recommend(RecommendArgs),
+    /// List the flows that the policies deny; exit 0 only if none.
+    Verify(VerifyArgs),
+    /// Judge one connection: prints `allowed` or `denied`, then why; exit 0 allowed, 1 denied.
+    Evaluate(EvaluateArgs),
+}
+
+/// Cluster snapshot files: `kubectl get ... -o yaml|json`, Lists or multi-document YAML.
+#[derive(Debug, Args)]
+struct ClusterArgs {
+    #[arg(long = "cluster", value_name = "FILE", num_args = 1.., required = true)]
+    files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct RecommendArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// FlowRecord files, JSON lines (`-` for stdin).
+    #[arg(long = "flows", value_name = "FILE", num_args = 1.., required = true)]
+    flows: Vec<PathBuf>,
+    /// Only policies for these namespaces (default: all).
+    #[arg(short = 'n', long = "namespace", value_name = "NS")]
+    namespaces: Vec<String>,
+    /// Add a per-namespace default-deny-all-egress that still allows DNS to the cluster DNS pods.
+    #[arg(long)]
+    default_deny: bool,
+    /// Add the complementary ingress policies for in-cluster destinations.
+    #[arg(long)]
+    with_ingress: bool,
+    /// With --with-ingress, also for shared cluster services (cluster DNS).
+    #[arg(long)]
+    ingress_for_cluster_services: bool,
+    #[arg(long, value_enum, default_value_t = Format::Networkpolicy)]
+    format: Format,
+    /// Widen external IPv4 addresses to this prefix length.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=32))]
+    cidr_prefix_v4: Option<u8>,
+    /// Widen external IPv6 addresses to this prefix length.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=128))]
+    cidr_prefix_v6: Option<u8>,
+    /// Above this many external addresses a workload gets internet egress instead.
+    #[arg(long, value_name = "N")]
+    max_external_peers: Option<usize>,
+    #[arg(long, value_enum)]
+    internet_egress: Option<InternetEgress>,
+    /// Pod and Service ranges kept out of internet egress (default: derived from the cluster).
+    #[arg(long = "cluster-cidr", value_name = "CIDR")]
+    cluster_cidrs: Vec<ipnet::IpNet>,
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// FlowRecord files, JSON lines (`-` for stdin).
+    #[arg(long = "flows", value_name = "FILE", num_args = 1.., required = true)]
+    flows: Vec<PathBuf>,
+    /// NetworkPolicy files; they replace the cluster files' policies of the same namespace/name.
+    #[arg(long = "policies", value_name = "FILE", num_args = 1.., required = true)]
+    policies: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// NetworkPolicy files; they replace the cluster files' policies of the same namespace/name.
+    #[arg(long = "policies", value_name = "FILE", num_args = 1..)]
+    policies: Vec<PathBuf>,
+    /// The client: NAMESPACE/POD or an IP address.
+    #[arg(long, value_name = "NS/POD|IP")]
+    from: String,
+    /// The server: NAMESPACE/POD or an IP address (a ClusterIP goes through its Service).
+    #[arg(long, value_name = "NS/POD|IP")]
+    to: String,
+    #[arg(long, value_name = "N")]
+    port: u16,
+    /// TCP (default), UDP or SCTP.
+    #[arg(long, value_name = "P", default_value = "TCP")]
+    protocol: String,
+}
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    eprintln!("recommender: no command yet");
-    2
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // Help and version: stdout, success.
+            let _ = e.print();
+            return 0;
+        }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return 2;
+        }
+        Err(e) => {
+            // clap spreads some errors over several lines; keep the `error:` one line, then the
+            // usage hint.
+            let text = e.render().to_string();
+            let (message, hint) = text.split_once("\n\n").unwrap_or((&text, ""));
+            eprintln!(
+                "{}",
+                message.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
+            if !hint.is_empty() {
+                eprintln!("\n{}", hint.trim_end());
+            }
+            return 2;
+        }
+    };
+    init_logging();
+    let result = match cli.command {
+        Command::Recommend(args) => recommend::run(&args),
+        Command::Verify(args) => verify::run(&args),
+        Command::Evaluate(args) => evaluate::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line, whatever the underlying parser put in its message.
+            eprintln!("error: {}", e.to_string().replace('\n', " "));
+            2
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .without_time()
+        .try_init();
+}
+
+/// Writes command output to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print(text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(source) => Err(Error::Io {
+            path: "stdout".into(),
+            source,
+        }),
+    }
 }

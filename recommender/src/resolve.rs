@@ -7,7 +7,9 @@
 //! - destination, in this order:
 //!   1. a Service ClusterIP (either family): the Service port with the flow's port and protocol; a
 //!      port the Service does not have is *unresolved* (skipped with a note): kube-proxy drops or
-//!      rejects such traffic, so it reached nothing a policy should allow. Then every backend of
+//!      rejects such traffic, so it reached nothing a policy should allow. An external or
+//!      load-balancer IP of a Service on one of its ports counts too (see
+//!      [`Cluster::service_route`]: in-cluster traffic to it never leaves). Then every backend of
 //!      that port ([`Cluster::backends`]) with its own targetPort: pods → [`Peer::Pods`] of their
 //!      workload; `default/kubernetes` → [`Peer::ApiServer`] per endpoint; nodes and hostNetwork
 //!      pods → [`Peer::Node`]; addresses outside the snapshot (selector-less Services) →
@@ -28,17 +30,19 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use flow_model::{FlowRecord, Protocol, SourceKind, WorkloadRef};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use flow_model::{Destination, FlowRecord, Protocol, SourceKind, WorkloadRef};
+use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 
 use crate::cluster::{
-    is_apiserver_service, is_cluster_dns, is_host_network, service_port, target_port, Cluster,
+    is_apiserver_service, is_cluster_dns, is_host_network, qualified_name, target_port, Cluster,
     IpOwner,
 };
 
 mod connections;
+mod resolver;
 
 pub use connections::{connections_for, connections_to, ip_endpoint, pod_endpoint, Connections};
+pub use resolver::Resolver;
 
 /// The source workload of a flow, as policies select it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,10 +106,7 @@ pub fn describe(record: &FlowRecord) -> String {
         _ => format!("pod on {}", record.node),
     };
     let d = &record.destination;
-    let address = match d.ip {
-        IpAddr::V4(ip) => format!("{ip}:{}", d.port),
-        IpAddr::V6(ip) => format!("[{ip}]:{}", d.port),
-    };
+    let address = std::net::SocketAddr::new(d.ip, d.port);
     format!("{who} -> {address}/{}", d.protocol)
 }
 
@@ -123,14 +124,15 @@ pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowR
     merged.into_values().collect()
 }
 
-/// Resolves every record (merge them with [`merge_records`] first).
+/// Resolves every record (merge them with [`merge_records`] first), with one [`Resolver`].
 pub fn resolve_all<'r>(
     cluster: &Cluster,
     records: impl IntoIterator<Item = &'r FlowRecord>,
 ) -> Resolution {
+    let mut resolver = Resolver::new(cluster);
     let mut all = Resolution::default();
     for record in records {
-        let one = resolve(cluster, record);
+        let one = resolver.resolve(record);
         all.flows.extend(one.flows);
         all.notes.extend(one.notes);
     }
@@ -138,37 +140,10 @@ pub fn resolve_all<'r>(
 }
 
 /// Resolves one record: one [`ResolvedFlow`] per distinct (peer, port) it reached; none, with a
-/// note, when it cannot be resolved (see the module comment for the rules).
+/// note, when it cannot be resolved (see the module comment for the rules). For many records, a
+/// [`Resolver`] does the same with memoized lookups.
 pub fn resolve(cluster: &Cluster, record: &FlowRecord) -> Resolution {
-    let mut out = Resolution::default();
-    let mut note = |why: String| out.notes.push(format!("{}: {why}", describe(record)));
-    let source = match source_workload(cluster, record) {
-        Ok(source) => source,
-        Err(why) => {
-            note(why);
-            return out;
-        }
-    };
-    let mut peers = match peers(cluster, record, &mut note) {
-        Ok(peers) => peers,
-        Err(why) => {
-            note(why);
-            return out;
-        }
-    };
-    peers.sort();
-    peers.dedup();
-    out.flows = peers
-        .into_iter()
-        .map(|(peer, port)| ResolvedFlow {
-            source: source.clone(),
-            peer,
-            port,
-            protocol: record.destination.protocol,
-            record: record.clone(),
-        })
-        .collect();
-    out
+    Resolver::new(cluster).resolve(record)
 }
 
 /// The record's source pod in the snapshot (`None` when absent), or why the record has no pod
@@ -192,7 +167,19 @@ pub(crate) fn source_pod<'c>(
     Ok(pod)
 }
 
-fn source_workload(cluster: &Cluster, record: &FlowRecord) -> Result<SourceWorkload, String> {
+/// The namespace of a record whose pod is not in the snapshot.
+pub(crate) fn record_namespace(record: &FlowRecord) -> Result<String, String> {
+    record
+        .source
+        .namespace
+        .clone()
+        .ok_or_else(|| "source pod has no namespace and is not in the cluster snapshot".into())
+}
+
+pub(crate) fn source_workload(
+    cluster: &Cluster,
+    record: &FlowRecord,
+) -> Result<SourceWorkload, String> {
     if let Some(pod) = source_pod(cluster, record)? {
         return Ok(SourceWorkload {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -201,10 +188,7 @@ fn source_workload(cluster: &Cluster, record: &FlowRecord) -> Result<SourceWorkl
         });
     }
     let source = &record.source;
-    let namespace = source
-        .namespace
-        .clone()
-        .ok_or("source pod has no namespace and is not in the cluster snapshot")?;
+    let namespace = record_namespace(record)?;
     let workload = match (&source.workload, &source.pod) {
         (Some(w), _) => cluster.top_workload(&namespace, w, Some(&source.labels)),
         (None, Some(pod)) => WorkloadRef {
@@ -221,48 +205,83 @@ fn source_workload(cluster: &Cluster, record: &FlowRecord) -> Result<SourceWorkl
     })
 }
 
-/// The peers (with the port they receive on) of the record's destination. `Err` when the
-/// destination cannot be resolved at all; `note` takes backends skipped on the way.
-fn peers(
-    cluster: &Cluster,
-    record: &FlowRecord,
-    note: &mut impl FnMut(String),
-) -> Result<Vec<(Peer, u16)>, String> {
-    let d = &record.destination;
-    if let Some(service) = cluster.service_by_cluster_ip(d.ip) {
-        return service_peers(cluster, service, d.ip, d.port, d.protocol, note);
-    }
-    if cluster.apiserver_addresses().contains(&d.ip) {
-        return Ok(vec![(Peer::ApiServer { ip: d.ip }, d.port)]);
-    }
-    let peer = match cluster.ip_owner(d.ip) {
-        IpOwner::Pod(pod) => pod_peer(cluster, pod, None)?,
-        IpOwner::Node { node } => Peer::Node {
-            ip: d.ip,
-            node: node.unwrap_or_default().to_owned(),
-        },
-        IpOwner::Unknown => Peer::External {
-            ip: d.ip,
-            dns_names: d.dns_names.clone(),
-        },
-    };
-    Ok(vec![(peer, d.port)])
+/// What a destination address resolves to, whoever sent the traffic: the peers with the port
+/// they receive on, or why there are none, and notes on backends left out. An
+/// [`Peer::External`] for the address itself carries no DNS names here: they come from each
+/// record ([`DestinationPeers::for_record`]).
+#[derive(Clone, Debug)]
+pub(crate) struct DestinationPeers {
+    pub peers: Result<Vec<(Peer, u16)>, String>,
+    pub notes: Vec<String>,
 }
 
-fn service_peers(
+impl DestinationPeers {
+    pub fn new(cluster: &Cluster, ip: IpAddr, port: u16, protocol: Protocol) -> Self {
+        let mut notes = Vec::new();
+        let peers =
+            peers(cluster, ip, port, protocol, &mut |note| notes.push(note)).map(|mut peers| {
+                peers.sort();
+                peers.dedup();
+                peers
+            });
+        DestinationPeers { peers, notes }
+    }
+
+    /// The peers of `destination`, with its DNS names on the external peer that is the address
+    /// itself.
+    pub fn for_record(&self, destination: &Destination) -> Result<Vec<(Peer, u16)>, String> {
+        let mut peers = self.peers.clone()?;
+        for (peer, _) in &mut peers {
+            if let Peer::External { ip, dns_names } = peer {
+                if *ip == destination.ip {
+                    dns_names.clone_from(&destination.dns_names);
+                }
+            }
+        }
+        Ok(peers)
+    }
+}
+
+/// The peers (with the port they receive on) of a destination. `Err` when the destination cannot
+/// be resolved at all; `note` takes backends skipped on the way.
+fn peers(
     cluster: &Cluster,
-    service: &Service,
     ip: IpAddr,
     port: u16,
     protocol: Protocol,
     note: &mut impl FnMut(String),
 ) -> Result<Vec<(Peer, u16)>, String> {
-    let name = service_name(service);
-    let Some(service_port) = service_port(service, port, protocol) else {
-        return Err(format!(
-            "Service {name} has no port {port}/{protocol}: the traffic reached no backend; unresolved"
-        ));
+    if let Some((service, service_port)) = cluster
+        .service_route(ip, port, protocol)
+        .map_err(|why| format!("{why}: the traffic reached no backend; unresolved"))?
+    {
+        return service_peers(cluster, service, service_port, (ip, port, protocol), note);
+    }
+    if cluster.apiserver_addresses().contains(&ip) {
+        return Ok(vec![(Peer::ApiServer { ip }, port)]);
+    }
+    let peer = match cluster.ip_owner(ip) {
+        IpOwner::Pod(pod) => pod_peer(cluster, pod, None)?,
+        IpOwner::Node { node } => Peer::Node {
+            ip,
+            node: node.unwrap_or_default().to_owned(),
+        },
+        IpOwner::Unknown => Peer::External {
+            ip,
+            dns_names: Vec::new(),
+        },
     };
+    Ok(vec![(peer, port)])
+}
+
+fn service_peers(
+    cluster: &Cluster,
+    service: &Service,
+    service_port: &ServicePort,
+    (ip, port, protocol): (IpAddr, u16, Protocol),
+    note: &mut impl FnMut(String),
+) -> Result<Vec<(Peer, u16)>, String> {
+    let name = qualified_name(service);
     let backends = cluster.backends(service, service_port, ip);
     if backends.is_empty() {
         if is_cluster_dns(service) {
@@ -339,13 +358,4 @@ fn pod_peer(cluster: &Cluster, pod: &Pod, via: Option<&Service>) -> Result<Peer,
         service: via.and_then(|s| s.metadata.name.clone()),
         cluster_dns: dns.is_some(),
     })
-}
-
-/// `namespace/name` of a Service.
-pub(crate) fn service_name(service: &Service) -> String {
-    format!(
-        "{}/{}",
-        service.metadata.namespace.as_deref().unwrap_or_default(),
-        service.metadata.name.as_deref().unwrap_or_default()
-    )
 }

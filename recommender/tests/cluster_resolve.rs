@@ -207,6 +207,39 @@ fn multi_port_dual_stack_service() {
 }
 
 #[test]
+fn load_balancer_and_external_ips_go_through_the_service_on_its_ports() {
+    let c = fixture::cluster();
+    let web = pods_peer(
+        "shop",
+        workload("Deployment", "web"),
+        &[("app", "web")],
+        Some("web-public"),
+        false,
+    );
+    assert_eq!(
+        peers(&c, &flow("data/debug", "203.0.113.11", 443, "TCP")),
+        [(web.clone(), 8080)]
+    );
+    assert_eq!(
+        peers(&c, &flow("data/debug", "198.51.100.7", 443, "TCP")),
+        [(web, 8080)]
+    );
+    // The same address on a port the Service does not have is the node's.
+    let node = Peer::Node {
+        ip: ip("203.0.113.11"),
+        node: "node-a".into(),
+    };
+    assert_eq!(
+        peers(&c, &flow("data/debug", "203.0.113.11", 10250, "TCP")),
+        [(node, 10250)]
+    );
+    let conns = resolve::connections_for(&c, &flow("data/debug", "198.51.100.7", 443, "TCP"));
+    assert_eq!(conns.service.as_deref(), Some("shop/web-public"));
+    assert_eq!(conns.connections.len(), 3);
+    assert!(conns.connections.iter().all(|c| c.port == 8080));
+}
+
+#[test]
 fn apiserver_through_the_kubernetes_service_and_directly() {
     let c = fixture::cluster();
     let api = Peer::ApiServer { ip: ip("10.0.0.1") };
@@ -310,6 +343,12 @@ fn unresolvable_records_are_notes() {
         "TCP",
     ));
     assert!(n.contains("hostNetwork"), "{n}");
+    let mut anonymous = flow("shop/gone-pod", "198.18.0.10", 443, "TCP");
+    anonymous.source.namespace = None;
+    let n = note(anonymous.clone());
+    assert!(n.contains("no namespace"), "{n}");
+    let conns = resolve::connections_for(&c, &anonymous);
+    assert!(conns.connections.is_empty() && conns.notes[0].contains("no namespace"));
     let mut host = flow(WEB, "10.0.0.1", 6443, "TCP");
     host.source = serde_json::from_value(serde_json::json!({"kind": "host"})).unwrap();
     let n = note(host);
@@ -426,4 +465,40 @@ fn connections_to_addresses_and_v6_source_address() {
         "{:?}",
         conns.notes
     );
+}
+
+#[test]
+fn a_resolver_memoizes_without_mixing_records_up() {
+    let c = fixture::cluster();
+    let mut a = flow(WEB, "198.18.0.10", 443, "TCP");
+    a.destination.dns_names = vec!["a.example.test".into()];
+    let mut b = flow("shop/web-5d8f7c9b4-b7m2n", "198.18.0.10", 443, "TCP");
+    b.destination.dns_names = vec!["b.example.test".into()];
+    let records = [
+        a.clone(),
+        b.clone(),
+        flow(WEB, "10.96.10.20", 80, "TCP"),
+        flow("data/debug", "10.96.10.20", 80, "TCP"),
+        flow("data/unlabelled", "10.96.10.20", 80, "TCP"),
+        flow(WEB, "10.96.10.10", 8080, "TCP"),
+    ];
+    let mut resolver = resolve::Resolver::new(&c);
+    for record in &records {
+        assert_eq!(resolver.resolve(record), resolve::resolve(&c, record));
+        assert_eq!(
+            resolver.connections_for(record),
+            resolve::connections_for(&c, record)
+        );
+    }
+    let all = resolve::resolve_all(&c, &records);
+    let names: Vec<_> = all
+        .flows
+        .iter()
+        .filter_map(|f| match &f.peer {
+            Peer::External { dns_names, .. } => Some(dns_names[0].as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(names, ["a.example.test", "b.example.test"]);
+    assert_eq!(all.notes.len(), 2, "{:?}", all.notes);
 }

@@ -26,6 +26,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "bind9-dnsutils", // dig, for DNS over TCP
     "python3-venv",   // the schema validator's virtualenv
     "procps",
+    "nftables", // the lab's stand-in for kube-proxy (Service DNAT)
 ];
 
 /// What set-up made available.

@@ -1,7 +1,7 @@
 //! Loading the cluster model from `kubectl get ... -o yaml|json` files.
 //!
 //! A file holds JSON or YAML; in it, a `List` (`kind: List`, or `PodList` & co. with `items`), a
-//! single object, or several YAML documents separated by `---`. Objects of the kinds in
+//! single object, a bare array of objects, or several YAML documents separated by `---`. Objects of the kinds in
 //! [`Cluster`] are deserialized with k8s-openapi; every other kind is skipped with a note, because
 //! snapshot files routinely hold ConfigMaps, Secrets, CRDs and the like that do not matter here.
 //! A file that does not parse, or an object of a kind we read that k8s-openapi rejects, is an
@@ -93,6 +93,16 @@ impl Cluster {
     fn add_value(&mut self, mut value: Value, ctx: &mut Ctx<'_>) -> Result<(), Error> {
         if value.is_null() {
             // An empty document (a trailing `---`, a file of comments).
+            return Ok(());
+        }
+        if let Value::Array(items) = value {
+            // A bare array of objects (`jq .items`).
+            for (index, item) in items.into_iter().enumerate() {
+                ctx.items.push(index);
+                let result = self.add_value(item, ctx);
+                ctx.items.pop();
+                result?;
+            }
             return Ok(());
         }
         let Some(kind) = value.get("kind").and_then(Value::as_str).map(str::to_owned) else {
@@ -331,6 +341,16 @@ mod tests {
             l.cluster.namespaces["ns"].metadata.labels.as_ref().unwrap()["team"],
             "a"
         );
+    }
+
+    #[test]
+    fn bare_json_array() {
+        let l = load(
+            r#"[{"apiVersion":"v1","kind":"Node","metadata":{"name":"n1"}},
+                         {"apiVersion":"v1","kind":"Node","metadata":{"name":"n2"}}]"#,
+        )
+        .unwrap();
+        assert_eq!(l.cluster.nodes.len(), 2);
     }
 
     #[test]

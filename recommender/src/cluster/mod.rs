@@ -27,7 +27,8 @@ pub use addresses::IpOwner;
 pub use endpoints::{target_port, Backend};
 pub use pods::{is_host_network, is_terminated, named_ports, pod_ip_like, pod_ips};
 pub use services::{
-    cluster_ips, is_apiserver_service, is_cluster_dns, selector as service_selector, service_port,
+    cluster_ips, external_addresses, is_apiserver_service, is_cluster_dns, qualified_name,
+    selector as service_selector, service_port,
 };
 pub use workload::{stable_labels, UNSTABLE_LABELS};
 

@@ -4,11 +4,13 @@ use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::Node;
 
+use super::pods::AddressMatcher;
 use super::Cluster;
 
 impl Cluster {
     /// The node that has `ip` as an InternalIP or ExternalIP address.
     pub fn node_by_ip(&self, ip: IpAddr) -> Option<&Node> {
+        let matcher = AddressMatcher::new(ip);
         self.nodes.iter().find(|node| {
             node.status
                 .as_ref()
@@ -16,7 +18,7 @@ impl Cluster {
                 .is_some_and(|addresses| {
                     addresses.iter().any(|a| {
                         matches!(a.type_.as_str(), "InternalIP" | "ExternalIP")
-                            && a.address.parse::<IpAddr>() == Ok(ip)
+                            && matcher.matches(&a.address)
                     })
                 })
         })

@@ -23,6 +23,41 @@ pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
     ips
 }
 
+/// Matches address strings from API objects against one address, without parsing every string:
+/// the API server keeps IPv4 addresses in canonical form (dotted decimal without leading zeros, the
+/// only form Rust parses too), which is how [`IpAddr`] prints them; IPv6 text may be written in
+/// several ways, so IPv6 strings that differ in text are parsed.
+pub(crate) struct AddressMatcher {
+    ip: IpAddr,
+    text: String,
+}
+
+impl AddressMatcher {
+    pub(crate) fn new(ip: IpAddr) -> Self {
+        AddressMatcher {
+            ip,
+            text: ip.to_string(),
+        }
+    }
+
+    pub(crate) fn matches(&self, address: &str) -> bool {
+        address == self.text
+            || (self.ip.is_ipv6() && address.contains(':') && address.parse() == Ok(self.ip))
+    }
+
+    fn any<'a>(&self, mut addresses: impl Iterator<Item = &'a str>) -> bool {
+        addresses.any(|a| self.matches(a))
+    }
+
+    /// Whether `pod` has this address.
+    pub(crate) fn pod(&self, pod: &Pod) -> bool {
+        pod.status.as_ref().is_some_and(|status| {
+            let listed = status.pod_ips.iter().flatten().map(|p| p.ip.as_str());
+            self.any(listed.chain(status.pod_ip.as_deref()))
+        })
+    }
+}
+
 /// The pod's address in the same family as `like` (for the source address of a connection).
 pub fn pod_ip_like(pod: &Pod, like: IpAddr) -> Option<IpAddr> {
     pod_ips(pod)
@@ -54,10 +89,13 @@ pub fn named_ports(pod: &Pod) -> Vec<NamedPort> {
     let Some(spec) = &pod.spec else {
         return Vec::new();
     };
-    let containers = spec
-        .containers
+    // Only init containers with `restartPolicy: Always` (sidecars) keep running and can serve.
+    let sidecars = spec
+        .init_containers
         .iter()
-        .chain(spec.init_containers.iter().flatten());
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let containers = spec.containers.iter().chain(sidecars);
     let mut ports: Vec<NamedPort> = containers
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| {
@@ -101,14 +139,34 @@ impl Cluster {
     /// [`is_host_network`] to tell them apart (see [`Cluster::ip_owner`]). A non-hostNetwork pod is
     /// preferred when both claim the address.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
+        let matcher = AddressMatcher::new(ip);
         let mut candidates = self
             .pods
             .iter()
-            .filter(|p| !is_terminated(p) && pod_ips(p).contains(&ip));
+            .filter(|p| matcher.pod(p) && !is_terminated(p));
         let first = candidates.next()?;
         if !is_host_network(first) {
             return Some(first);
         }
         candidates.find(|p| !is_host_network(p)).or(Some(first))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_matcher_accepts_other_ipv6_spellings() {
+        let v6 = AddressMatcher::new("fd00::a".parse().unwrap());
+        assert!(v6.matches("fd00::a"));
+        assert!(v6.matches("fd00:0:0:0::000a"));
+        assert!(v6.matches("FD00::A"));
+        assert!(!v6.matches("fd00::b"));
+        assert!(!v6.matches("10.0.0.1"));
+        let v4 = AddressMatcher::new("10.0.0.1".parse().unwrap());
+        assert!(v4.matches("10.0.0.1"));
+        assert!(!v4.matches("10.0.0.10"));
+        assert!(!v4.matches("::ffff:10.0.0.1"));
     }
 }

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use flow_model::Protocol;
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 
-use super::pods::parse_protocol;
+use super::pods::{parse_protocol, AddressMatcher};
 use super::Cluster;
 
 /// The Service's ClusterIPs (`spec.clusterIPs`, both families, and `spec.clusterIP`), parsed.
@@ -26,6 +26,29 @@ pub fn cluster_ips(service: &Service) -> Vec<IpAddr> {
     ips.sort();
     ips.dedup();
     ips
+}
+
+/// Addresses besides the ClusterIPs that Service implementations (kube-proxy and the like)
+/// translate to the Service's backends for in-cluster clients: `spec.externalIPs`, and the
+/// load-balancer ingress IPs, except those with `ipMode: Proxy`, whose traffic really goes through
+/// the load balancer.
+pub fn external_addresses(service: &Service) -> Vec<IpAddr> {
+    let external = service
+        .spec
+        .iter()
+        .flat_map(|s| s.external_ips.iter().flatten())
+        .map(String::as_str);
+    let balanced = service
+        .status
+        .iter()
+        .flat_map(|s| s.load_balancer.iter())
+        .flat_map(|lb| lb.ingress.iter().flatten())
+        .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+        .filter_map(|i| i.ip.as_deref());
+    external
+        .chain(balanced)
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
 }
 
 /// The port of `service` that a client reaches as `port`/`protocol` on its ClusterIP.
@@ -67,6 +90,15 @@ pub fn selector(service: &Service) -> Option<&BTreeMap<String, String>> {
         .filter(|s| !s.is_empty())
 }
 
+/// `namespace/name` of a Service.
+pub fn qualified_name(service: &Service) -> String {
+    format!(
+        "{}/{}",
+        service.metadata.namespace.as_deref().unwrap_or_default(),
+        service.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
 /// Whether `labels` satisfy every `key: value` of `selector`.
 pub(crate) fn matches(
     selector: &BTreeMap<String, String>,
@@ -80,7 +112,43 @@ pub(crate) fn matches(
 impl Cluster {
     /// The Service with `ip` among its ClusterIPs.
     pub fn service_by_cluster_ip(&self, ip: IpAddr) -> Option<&Service> {
-        self.services.iter().find(|s| cluster_ips(s).contains(&ip))
+        let matcher = AddressMatcher::new(ip);
+        self.services.iter().find(|s| {
+            s.spec.as_ref().is_some_and(|spec| {
+                let listed = spec.cluster_ips.iter().flatten().map(String::as_str);
+                listed
+                    .chain(spec.cluster_ip.as_deref())
+                    .any(|a| matcher.matches(a))
+            })
+        })
+    }
+
+    /// The Service (and its port) that a connection to `ip:port/protocol` goes through, if any:
+    /// - a ClusterIP is always a Service's; a port it does not have is an error (the traffic
+    ///   reached nothing: kube-proxy drops or rejects it);
+    /// - an external or load-balancer address ([`external_addresses`]) counts only with a port
+    ///   the Service has, because such an address is often also a node's (k3s ServiceLB, MetalLB
+    ///   in layer 2 mode), and the node's own ports are not the Service's.
+    pub fn service_route(
+        &self,
+        ip: IpAddr,
+        port: u16,
+        protocol: Protocol,
+    ) -> Result<Option<(&Service, &ServicePort)>, String> {
+        if let Some(service) = self.service_by_cluster_ip(ip) {
+            return match service_port(service, port, protocol) {
+                Some(service_port) => Ok(Some((service, service_port))),
+                None => Err(format!(
+                    "Service {} has no port {port}/{protocol}",
+                    qualified_name(service)
+                )),
+            };
+        }
+        Ok(self
+            .services
+            .iter()
+            .filter(|s| external_addresses(s).contains(&ip))
+            .find_map(|s| Some((s, service_port(s, port, protocol)?))))
     }
 
     /// The Service `namespace/name`.

@@ -1,5 +1,6 @@
 //! Building [`Endpoint`]s and [`Connection`]s: by hand (tests, the CLI) or from a k8s `Pod`.
 
+use crate::cluster;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -133,39 +134,13 @@ impl Endpoint {
         namespace_labels: &BTreeMap<String, String>,
         ipv6: bool,
     ) -> Option<Endpoint> {
-        let status = pod.status.as_ref();
-        let ips = status
-            .and_then(|s| s.pod_ips.as_ref())
+        let ip = cluster::pod_ips(pod)
             .into_iter()
-            .flatten()
-            .map(|p| p.ip.as_str())
-            .chain(status.and_then(|s| s.pod_ip.as_deref()));
-        let ip = ips
-            .filter_map(|s| s.parse::<IpAddr>().ok())
             .find(|ip| ip.is_ipv6() == ipv6);
-        let spec = pod.spec.as_ref();
-        if spec.and_then(|s| s.host_network).unwrap_or(false) {
+        if cluster::is_host_network(pod) {
             return ip.map(Endpoint::Ip);
         }
-        let containers = spec.into_iter().flat_map(|s| {
-            s.containers.iter().chain(
-                s.init_containers
-                    .iter()
-                    .flatten()
-                    .filter(|c| c.restart_policy.as_deref() == Some("Always")),
-            )
-        });
-        let ports = containers
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter_map(|p| {
-                Some(NamedPort {
-                    name: p.name.clone()?,
-                    port: u16::try_from(p.container_port).ok()?,
-                    // ContainerPort.protocol defaults to TCP as well.
-                    protocol: p.protocol.as_deref().unwrap_or("TCP").parse().ok()?,
-                })
-            })
-            .collect();
+        let ports = cluster::named_ports(pod);
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let mut namespace_labels = namespace_labels.clone();
         namespace_labels.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.clone());

@@ -2,13 +2,13 @@
 //! translation (NetworkPolicy is enforced after DNAT, so a connection to a ClusterIP becomes one
 //! connection per backend, on that backend's targetPort).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flow_model::{FlowRecord, Protocol};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{describe, service_name, source_pod};
-use crate::cluster::{named_ports, pod_ip_like, service_port, Cluster, IpOwner};
+use super::{record_namespace, source_pod};
+use crate::cluster::{qualified_name, Cluster, IpOwner};
 use crate::policy::{Connection, Endpoint};
 
 /// The connections one flow stands for.
@@ -25,39 +25,103 @@ pub struct Connections {
 
 /// The connections of a FlowRecord. Sources are read as [`super::resolve`] reads them: host
 /// processes and hostNetwork pods are skipped with a note; a pod missing from the snapshot is
-/// described from the record (labels, namespace), without an address.
+/// described from the record (labels, namespace), without an address. For many records, a
+/// [`super::Resolver`] does the same with memoized lookups.
 pub fn connections_for(cluster: &Cluster, record: &FlowRecord) -> Connections {
-    let d = &record.destination;
-    let from = match source_pod(cluster, record) {
-        Ok(Some(pod)) => pod_endpoint(cluster, pod, d.ip),
+    super::Resolver::new(cluster).connections_for(record)
+}
+
+/// The record's source as an endpoint (see [`connections_for`]), or why there is none.
+pub(super) fn source_endpoint(cluster: &Cluster, record: &FlowRecord) -> Result<Endpoint, String> {
+    if let Some(pod) = source_pod(cluster, record)? {
+        return Ok(pod_endpoint(cluster, pod, record.destination.ip));
+    }
+    let source = &record.source;
+    let namespace = record_namespace(record)?;
+    Ok(Endpoint::Pod {
+        namespace_labels: cluster.namespace_labels(&namespace),
+        namespace,
+        name: source.pod.clone().unwrap_or_default(),
+        labels: source.labels.clone(),
+        ip: None,
+        ports: Vec::new(),
+    })
+}
+
+/// Where a connection to an address ends up after Service translation, whoever opens it.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Targets {
+    /// Each destination endpoint with the port it receives on.
+    pub to: Vec<(Endpoint, u16)>,
+    pub service: Option<String>,
+    pub notes: Vec<String>,
+}
+
+impl Targets {
+    /// The connections `from` makes to these targets.
+    pub fn connections(&self, from: &Endpoint, protocol: Protocol) -> Connections {
+        Connections {
+            connections: self
+                .to
+                .iter()
+                .map(|(to, port)| Connection {
+                    from: from.clone(),
+                    to: to.clone(),
+                    port: *port,
+                    protocol,
+                })
+                .collect(),
+            service: self.service.clone(),
+            notes: self.notes.clone(),
+        }
+    }
+}
+
+/// The targets of `ip:port/protocol`: through the Service when the address routes to one (every
+/// backend, each on its targetPort), else the address itself.
+pub(super) fn targets(cluster: &Cluster, ip: IpAddr, port: u16, protocol: Protocol) -> Targets {
+    let (service, service_port) = match cluster.service_route(ip, port, protocol) {
+        Ok(Some(route)) => route,
         Ok(None) => {
-            let source = &record.source;
-            let namespace = source.namespace.clone().unwrap_or_default();
-            Endpoint::Pod {
-                namespace_labels: cluster.namespace_labels(&namespace),
-                namespace,
-                name: source.pod.clone().unwrap_or_default(),
-                labels: source.labels.clone(),
-                ip: None,
-                ports: Vec::new(),
+            return Targets {
+                to: vec![(ip_endpoint(cluster, ip), port)],
+                ..Targets::default()
             }
         }
         Err(why) => {
-            return Connections {
-                notes: vec![format!("{}: {why}", describe(record))],
-                ..Connections::default()
+            return Targets {
+                notes: vec![why],
+                ..Targets::default()
             }
         }
     };
-    let mut connections = connections_to(cluster, from, d.ip, d.port, d.protocol);
-    for note in &mut connections.notes {
-        *note = format!("{}: {note}", describe(record));
+    let name = qualified_name(service);
+    let backends = cluster.backends(service, service_port, ip);
+    let mut notes = Vec::new();
+    if backends.is_empty() {
+        notes.push(format!(
+            "Service {name} has no backends for port {port}/{protocol} in the snapshot"
+        ));
     }
-    connections
+    let to = backends
+        .into_iter()
+        .map(|backend| {
+            let endpoint = match backend.owner {
+                IpOwner::Pod(pod) => pod_endpoint(cluster, pod, backend.ip),
+                IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(backend.ip),
+            };
+            (endpoint, backend.port)
+        })
+        .collect();
+    Targets {
+        to,
+        service: Some(name),
+        notes,
+    }
 }
 
 /// The connections `from` makes when it connects to `ip:port/protocol`: through the Service when
-/// `ip` is a ClusterIP (every backend, each on its targetPort), else straight to the address.
+/// the address routes to one (every backend, each on its targetPort), else straight to the address.
 pub fn connections_to(
     cluster: &Cluster,
     from: Endpoint,
@@ -65,65 +129,21 @@ pub fn connections_to(
     port: u16,
     protocol: Protocol,
 ) -> Connections {
-    let Some(service) = cluster.service_by_cluster_ip(ip) else {
-        return Connections {
-            connections: vec![Connection {
-                from,
-                to: ip_endpoint(cluster, ip),
-                port,
-                protocol,
-            }],
-            ..Connections::default()
-        };
-    };
-    let name = service_name(service);
-    let mut out = Connections {
-        service: Some(name.clone()),
-        ..Connections::default()
-    };
-    let Some(service_port) = service_port(service, port, protocol) else {
-        out.notes
-            .push(format!("Service {name} has no port {port}/{protocol}"));
-        return out;
-    };
-    let backends = cluster.backends(service, service_port, ip);
-    if backends.is_empty() {
-        out.notes.push(format!(
-            "Service {name} has no backends for port {port}/{protocol} in the snapshot"
-        ));
-    }
-    out.connections = backends
-        .into_iter()
-        .map(|backend| Connection {
-            from: from.clone(),
-            to: match backend.owner {
-                IpOwner::Pod(pod) => pod_endpoint(cluster, pod, backend.ip),
-                IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(backend.ip),
-            },
-            port: backend.port,
-            protocol,
-        })
-        .collect();
-    out
+    targets(cluster, ip, port, protocol).connections(&from, protocol)
 }
 
-/// A pod as an evaluator endpoint, with its address in the family of `family`. A hostNetwork pod
-/// is its node's address ([`Endpoint::Ip`]); a pod with no address in that family is
-/// [`Endpoint::Pod`] without `ip`.
+/// A pod as an evaluator endpoint for a connection in the family of `family`
+/// ([`Endpoint::from_pod`] with the namespace's labels). A hostNetwork pod is its address; one
+/// without an address in that family (it cannot take part in such a connection) is the unspecified
+/// address of that family.
 pub fn pod_endpoint(cluster: &Cluster, pod: &Pod, family: IpAddr) -> Endpoint {
-    let ip = pod_ip_like(pod, family);
-    if let (IpOwner::Node { .. }, Some(ip)) = (cluster.owner_of_pod(pod), ip) {
-        return Endpoint::Ip(ip);
-    }
-    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    Endpoint::Pod {
-        namespace_labels: cluster.namespace_labels(&namespace),
-        namespace,
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        labels: pod.metadata.labels.clone().unwrap_or_default(),
-        ip,
-        ports: named_ports(pod),
-    }
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+    Endpoint::from_pod(pod, &cluster.namespace_labels(namespace), family.is_ipv6()).unwrap_or(
+        Endpoint::Ip(match family {
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        }),
+    )
 }
 
 /// An address as an evaluator endpoint: the pod that has it, or just the address (nodes,

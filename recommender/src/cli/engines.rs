@@ -1,0 +1,57 @@
+//! The seam between the CLI and the synthesis and evaluator engines. The synthesis is developed on
+//! its own branch: wiring it in is the one-line change in [`recommend`].
+
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use crate::cluster::Cluster;
+use crate::error::Error;
+use crate::policy::{Connection, PolicySet};
+use crate::resolve::ResolvedFlow;
+use crate::synth::Options;
+
+/// The recommendation for `flows`, rendered as YAML.
+#[allow(unused_variables)] // Until the synthesis is merged.
+pub fn recommend(
+    cluster: &Cluster,
+    flows: &[ResolvedFlow],
+    options: &Options,
+) -> Result<String, Error> {
+    // Once merged, this line instead:
+    // Ok(crate::synth::render(&crate::synth::recommend(cluster, flows, options)))
+    Err(Error::Unavailable("policy synthesis (recommender::synth)"))
+}
+
+/// Judges connections against one set of policies, compiled once.
+pub struct Evaluator {
+    set: PolicySet,
+}
+
+/// Whether a connection is allowed, and the evaluator's one-line explanation, whose first word is
+/// `allowed` or `denied`.
+pub struct Judgement {
+    pub allowed: bool,
+    pub reason: String,
+}
+
+impl Evaluator {
+    /// Fails (bad input) when the policies hold something the API server would reject: the
+    /// evaluator would make it match nothing, and a verdict on such input misleads.
+    pub fn new(policies: &[NetworkPolicy]) -> Result<Self, Error> {
+        let set = PolicySet::new(policies);
+        if !set.problems().is_empty() {
+            return Err(Error::BadInput(format!(
+                "invalid NetworkPolicies: {}",
+                set.problems().join("; ")
+            )));
+        }
+        Ok(Evaluator { set })
+    }
+
+    pub fn judge(&self, conn: &Connection) -> Judgement {
+        let verdict = self.set.evaluate(conn);
+        Judgement {
+            allowed: verdict.allowed,
+            reason: verdict.to_string(),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The input files the commands share: cluster snapshots, FlowRecords, NetworkPolicies.
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use flow_model::FlowRecord;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+use crate::cluster::Cluster;
+use crate::error::Error;
+use crate::resolve::merge_records;
+
+/// The cluster model from `--cluster` files (the loader logs its notes).
+pub fn cluster(files: &[PathBuf]) -> Result<Cluster, Error> {
+    Ok(Cluster::load_files(files)?.cluster)
+}
+
+/// Every FlowRecord of `--flows` files (`-` is stdin), merged by key: agents report deltas.
+pub fn flows(files: &[PathBuf]) -> Result<Vec<FlowRecord>, Error> {
+    let mut records = Vec::new();
+    for path in files {
+        let name = path.display().to_string();
+        let read = if path == Path::new("-") {
+            flow_model::read_records(std::io::stdin().lock(), "stdin")?
+        } else {
+            let file = std::fs::File::open(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            flow_model::read_records(BufReader::new(file), &name)?
+        };
+        records.extend(read);
+    }
+    Ok(merge_records(records))
+}
+
+/// The policies to judge with: the cluster files' NetworkPolicies, each replaced by a `--policies`
+/// one of the same namespace/name (a policy without namespace counts as `default`, where
+/// `kubectl apply` would put it), plus the other `--policies` ones.
+pub fn policies(cluster: &Cluster, files: &[PathBuf]) -> Result<Vec<NetworkPolicy>, Error> {
+    let loaded = Cluster::load_files(files)?;
+    let given = loaded.cluster;
+    let others = given.namespaces.len()
+        + given.pods.len()
+        + given.services.len()
+        + given.endpoint_slices.len()
+        + given.endpoints.len()
+        + given.nodes.len()
+        + given.deployments.len()
+        + given.replica_sets.len()
+        + given.stateful_sets.len()
+        + given.daemon_sets.len()
+        + given.jobs.len()
+        + given.cron_jobs.len();
+    if others > 0 {
+        tracing::warn!(
+            "--policies files hold objects other than NetworkPolicies; they are ignored"
+        );
+    }
+    let key = |p: &NetworkPolicy| {
+        (
+            p.metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            p.metadata.name.clone(),
+        )
+    };
+    let replaced: std::collections::HashSet<_> = given.network_policies.iter().map(key).collect();
+    let mut policies: Vec<NetworkPolicy> = cluster
+        .network_policies
+        .iter()
+        .filter(|p| !replaced.contains(&key(p)))
+        .cloned()
+        .collect();
+    policies.extend(given.network_policies);
+    Ok(policies)
+}
