@@ -19,6 +19,16 @@ pub const IPPROTO_SCTP: u8 = 132;
 pub const FLOW_MAP_ENTRIES: u32 = 65_536;
 /// Capacity of the table of TCP connects waiting for their outcome, keyed by socket cookie.
 pub const PENDING_CONNECT_ENTRIES: u32 = 16_384;
+/// Capacity of the table of peers an unconnected UDP socket may answer (LRU hash), keyed by
+/// [`UdpPeerKey`]. One entry per (server socket, client address and port) seen in the last
+/// moments: a busy server evicts its oldest clients first, whose replies are then recorded as
+/// flows (as without the table), never suppressed.
+pub const UDP_PEER_ENTRIES: u32 = 16_384;
+/// How long after a peer's last datagram to a socket a datagram from that socket back to the peer
+/// is taken as a reply (and not recorded). 30 s is the shortest time any stateful firewall keeps a
+/// UDP "connection" (conntrack's unreplied UDP timeout): within it, NetworkPolicy allows the reply
+/// without an egress rule.
+pub const UDP_REPLY_WINDOW_NS: u64 = 30_000_000_000;
 /// Ring buffer size in bytes (must be a power of two and a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 /// Bytes of a DNS answer copied to user space. Longer answers are cut; user space counts them.
@@ -63,6 +73,27 @@ pub struct PendingConnect {
     /// Non-zero once a RST arrived for the socket while it was in SYN_SENT.
     pub reset_seen: u32,
     pub _pad: u32,
+}
+
+/// A peer that sent a datagram to an unconnected UDP socket before the socket sent anything to it
+/// (the socket answers: a DNS server, a statsd sink). The value is the time of the peer's last
+/// datagram, in coarse `CLOCK_MONOTONIC` ns (`bpf_ktime_get_coarse_ns`: only the kernel compares
+/// it, unlike the BOOTTIME stamps of the flow table). Datagrams the socket sends back to the peer
+/// within
+/// [`UDP_REPLY_WINDOW_NS`] are replies: stateful policy allows them, so they are not flows.
+///
+/// The address is the peer's as it appears in the received packet (network byte order, IPv4 in
+/// the first four bytes), `port` in host byte order, `family` `AF_INET` for IPv4 also when the
+/// socket is a dual-stack IPv6 one (the sendmsg side normalises `::ffff:a.b.c.d` the same way).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct UdpPeerKey {
+    /// Socket cookie of the receiving (and answering) socket.
+    pub cookie: u64,
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u8,
+    pub _pad: [u8; 5],
 }
 
 /// Discriminant of every ring-buffer event; the first field of each event.
@@ -131,6 +162,9 @@ pub enum Counter {
     FlowInserted = 3,
     /// A TCP outcome arrived for a socket whose connect was no longer pending (evicted).
     OutcomeUnmatched = 4,
+    /// Datagrams an unconnected UDP socket sent back to a peer that had just sent to it (see
+    /// [`UdpPeerKey`]): replies, not recorded as flows.
+    UdpRepliesSkipped = 5,
 }
 
 /// Number of entries in the loss counter array.
@@ -143,6 +177,7 @@ mod user {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::PendingConnect {}
+    unsafe impl aya::Pod for super::UdpPeerKey {}
     unsafe impl aya::Pod for super::NewFlowEvent {}
     unsafe impl aya::Pod for super::DnsEvent {}
 }
@@ -169,6 +204,12 @@ mod tests {
         assert_eq!(offset_of!(DnsEvent, captured_len), 16);
         assert_eq!(offset_of!(DnsEvent, payload), 24);
         assert_eq!(size_of::<DnsEvent>(), 24 + DNS_CAPTURE_MAX);
+        assert_eq!(size_of::<UdpPeerKey>(), 32);
+        assert_eq!(align_of::<UdpPeerKey>(), 8);
+        assert_eq!(offset_of!(UdpPeerKey, addr), 8);
+        assert_eq!(offset_of!(UdpPeerKey, port), 24);
+        assert_eq!(offset_of!(UdpPeerKey, family), 26);
+        assert_eq!(offset_of!(UdpPeerKey, _pad), 27);
     }
 
     #[test]
@@ -182,6 +223,8 @@ mod tests {
 
     #[test]
     fn counters_fit_the_array() {
-        assert!((Counter::OutcomeUnmatched as u32) < COUNTER_SLOTS);
+        assert_eq!(COUNTER_SLOTS, 8);
+        assert_eq!(Counter::UdpRepliesSkipped as u32, 5);
+        assert!((Counter::UdpRepliesSkipped as u32) < COUNTER_SLOTS);
     }
 }

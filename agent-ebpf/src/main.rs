@@ -20,6 +20,8 @@ mod skb;
 mod sock_addr;
 #[cfg(target_arch = "bpf")]
 mod sock_ops;
+#[cfg(target_arch = "bpf")]
+mod udp_replies;
 
 #[cfg(target_arch = "bpf")]
 #[panic_handler]

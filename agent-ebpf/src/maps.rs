@@ -1,11 +1,11 @@
 //! Maps shared by every program, and the small helpers that touch them.
 //!
 //! The names of the statics are the map names user space looks up (`FLOWS`, `PENDING`, `EVENTS`,
-//! `LOSS_COUNTERS`): keep them in sync with `agent/src/kernel/maps.rs`.
+//! `LOSS_COUNTERS`, `UDP_PEERS`): keep them in sync with `agent/src/kernel/maps.rs`.
 
 use agent_common::{
-    Counter, DnsEvent, EventKind, FlowKey, FlowValue, NewFlowEvent, PendingConnect, COUNTER_SLOTS,
-    EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, PENDING_CONNECT_ENTRIES,
+    Counter, DnsEvent, EventKind, FlowKey, FlowValue, NewFlowEvent, PendingConnect, UdpPeerKey,
+    COUNTER_SLOTS, EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, PENDING_CONNECT_ENTRIES, UDP_PEER_ENTRIES,
 };
 use aya_ebpf::{
     bindings::{
@@ -25,6 +25,12 @@ pub static FLOWS: LruHashMap<FlowKey, FlowValue> =
 #[map]
 pub static PENDING: LruHashMap<u64, PendingConnect> =
     LruHashMap::with_max_entries(PENDING_CONNECT_ENTRIES, 0);
+
+/// Peers that sent to an unconnected UDP socket first, with the time of their last datagram: what
+/// the socket sends back to them is a reply, not a flow (see udp_replies.rs).
+#[map]
+pub static UDP_PEERS: LruHashMap<UdpPeerKey, u64> =
+    LruHashMap::with_max_entries(UDP_PEER_ENTRIES, 0);
 
 /// New flows and DNS answers, in arrival order.
 #[map]

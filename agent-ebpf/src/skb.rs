@@ -1,4 +1,5 @@
-//! cgroup_skb/ingress: DNS answers (source port 53) and TCP resets for pending connects.
+//! cgroup_skb/ingress: DNS answers (source port 53), TCP resets for pending connects, and the peers
+//! of unconnected UDP sockets whose datagrams the socket will answer (udp_replies.rs).
 //!
 //! This runs for every packet delivered to a local socket, so the common case must be cheap:
 //! a bounds check and a few header loads by direct packet access, then "allow". The data starts
@@ -15,7 +16,10 @@ use aya_ebpf::{
     programs::SkBuffContext,
 };
 
-use crate::maps::{count, submit_flags, DNS_SCRATCH, EVENTS, PENDING};
+use crate::{
+    maps::{count, submit_flags, DNS_SCRATCH, EVENTS, PENDING},
+    udp_replies::note_peer,
+};
 
 const ALLOW: i32 = 1;
 const DNS_PORT: u16 = 53;
@@ -44,31 +48,32 @@ fn inspect(skb: *mut __sk_buff) {
         return;
     };
     let start = data + l4.l4_off;
-    // Both TCP and UDP keep the source port in the first two bytes; TCP needs 14 for the flags.
-    if start + 14 > data_end {
-        // A UDP header is 8 bytes: a short linear area only matters for UDP DNS answers.
-        if l4.protocol == IPPROTO_UDP && start + 8 <= data_end {
-            let sport = unsafe { u16::from_be(*(start as *const u16)) };
-            if sport == DNS_PORT {
-                capture_dns(skb, &l4, l4.l4_off + 8);
-            }
+    if l4.protocol == IPPROTO_UDP {
+        // udp_rcv pulled the 8-byte header into the linear area before the socket filter runs.
+        if start + 8 > data_end {
+            return;
         }
+        let sport = unsafe { u16::from_be(*(start as *const u16)) };
+        if sport == DNS_PORT {
+            capture_dns(skb, &l4, l4.l4_off + 8);
+        }
+        note_peer(skb, data, l4.family, sport);
+        return;
+    }
+    // TCP: the source port is in the first two bytes, the flags in byte 13.
+    if start + 14 > data_end {
         return;
     }
     let sport = unsafe { u16::from_be(*(start as *const u16)) };
-    if l4.protocol == IPPROTO_TCP {
-        let flags = unsafe { *((start + 13) as *const u8) };
-        if flags & TCP_RST != 0 {
-            mark_reset(skb);
-            return;
-        }
-        if sport == DNS_PORT {
-            // Data offset (header length in 32-bit words) is the high nibble of byte 12.
-            let doff = unsafe { *((start + 12) as *const u8) } >> 4;
-            capture_dns(skb, &l4, l4.l4_off + (doff as usize) * 4);
-        }
-    } else if sport == DNS_PORT {
-        capture_dns(skb, &l4, l4.l4_off + 8);
+    let flags = unsafe { *((start + 13) as *const u8) };
+    if flags & TCP_RST != 0 {
+        mark_reset(skb);
+        return;
+    }
+    if sport == DNS_PORT {
+        // Data offset (header length in 32-bit words) is the high nibble of byte 12.
+        let doff = unsafe { *((start + 12) as *const u8) } >> 4;
+        capture_dns(skb, &l4, l4.l4_off + (doff as usize) * 4);
     }
 }
 

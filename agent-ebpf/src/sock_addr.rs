@@ -1,7 +1,8 @@
 //! cgroup `sock_addr` hooks: `connect4/6` (TCP, connected UDP) and `sendmsg4/6` (unconnected UDP).
 //!
 //! They run in the calling process's context, so the current task's cgroup is the socket owner's.
-//! Every path returns 1 (allow): the agent observes, it never decides.
+//! Every path returns 1 (allow): the agent observes, it never decides. A datagram that answers a
+//! peer which sent to the socket first is a reply, not a flow (see udp_replies.rs).
 
 use agent_common::{FlowKey, PendingConnect, AF_INET, AF_INET6, IPPROTO_TCP};
 use aya_ebpf::{
@@ -10,7 +11,10 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 
-use crate::maps::{record_flow, PENDING};
+use crate::{
+    maps::{record_flow, PENDING},
+    udp_replies::is_reply,
+};
 
 const ALLOW: i32 = 1;
 const IPPROTO_MPTCP: u32 = 262;
@@ -34,7 +38,9 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
     if let Some(key) = key_v4(&ctx) {
-        record_flow(&key);
+        if !is_reply(&ctx, &key) {
+            record_flow(&key);
+        }
     }
     ALLOW
 }
@@ -42,7 +48,9 @@ pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
     if let Some(key) = key_v6(&ctx) {
-        record_flow(&key);
+        if !is_reply(&ctx, &key) {
+            record_flow(&key);
+        }
     }
     ALLOW
 }

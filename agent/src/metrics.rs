@@ -25,6 +25,7 @@ pub struct Metrics {
     events_lost: IntCounterVec,
     flow_map_evictions: IntCounter,
     flows_evicted_unreported: IntCounter,
+    udp_replies_skipped: IntCounter,
     flows_tracked: IntGauge,
     dns_answers: IntCounterVec,
     pods_file_reload_errors: IntCounter,
@@ -70,6 +71,11 @@ impl Metrics {
                 "egress_agent_flows_evicted_unreported_total",
                 "Flow keys evicted from the kernel's flow table before the agent ever read them: \
                  their traffic was never reported.",
+            ),
+            udp_replies_skipped: counter(
+                "egress_agent_udp_replies_skipped_total",
+                "Datagrams unconnected UDP sockets sent back to peers that sent to them first \
+                 (replies, which stateful policy allows): not recorded as flows.",
             ),
             flows_tracked: {
                 let g = IntGauge::new(
@@ -146,6 +152,10 @@ impl Metrics {
                 counters[index as usize],
             );
         }
+        advance(
+            &self.udp_replies_skipped,
+            counters[Counter::UdpRepliesSkipped as usize],
+        );
         let evicted = counters[Counter::FlowInserted as usize].saturating_sub(live_entries);
         advance(&self.flow_map_evictions, evicted);
         advance(
@@ -196,6 +206,7 @@ mod tests {
             "egress_agent_flows_observed_total",
             "egress_agent_records_written_total",
             "egress_agent_flow_map_evictions_total",
+            "egress_agent_udp_replies_skipped_total",
             "egress_agent_pods_file_reload_errors_total",
             "egress_agent_events_lost_total{reason=\"ring_full_dns\"}",
             "egress_agent_dns_answers_total{result=\"parsed\"}",
@@ -210,6 +221,7 @@ mod tests {
         m.kernel_counters(&k, 90, 0);
         k[Counter::RingFullNewFlow as usize] = 6;
         k[Counter::FlowInserted as usize] = 120;
+        k[Counter::UdpRepliesSkipped as usize] = 7;
         m.kernel_counters(&k, 100, 15);
         // A smaller reading (cannot happen for a live map) never decrements.
         m.kernel_counters(&[0; COUNTER_SLOTS as usize], 0, 0);
@@ -232,6 +244,10 @@ mod tests {
         assert_eq!(
             value(&text, "egress_agent_dns_answers_total{result=\"rejected\"}"),
             Some(1)
+        );
+        assert_eq!(
+            value(&text, "egress_agent_udp_replies_skipped_total"),
+            Some(7)
         );
         assert_eq!(value(&text, "egress_agent_records_written_total"), Some(3));
         assert_eq!(value(&text, "egress_agent_flows_observed_total"), Some(2));

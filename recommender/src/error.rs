@@ -41,7 +41,4 @@ pub enum Error {
     /// A command-line value that makes no sense (`--from nosuch/pod`, `--port 0`, ...).
     #[error("{0}")]
     BadInput(String),
-    /// A part of the system this build does not have yet.
-    #[error("{0} is not available in this build")]
-    Unavailable(&'static str),
 }

@@ -41,6 +41,9 @@ pub struct Options {
     pub pending_entries: u32,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_bytes: u32,
+    /// Capacity of the table of peers unconnected UDP sockets may answer (LRU: a busy server's
+    /// oldest clients are forgotten first, and its replies to them are then recorded as flows).
+    pub udp_peer_entries: u32,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             flow_entries: agent_common::FLOW_MAP_ENTRIES,
             pending_entries: agent_common::PENDING_CONNECT_ENTRIES,
             ring_bytes: agent_common::EVENTS_RING_BYTES,
+            udp_peer_entries: agent_common::UDP_PEER_ENTRIES,
         }
     }
 }
@@ -88,6 +92,7 @@ impl Probes {
             .map_max_entries(maps::FLOWS, options.flow_entries)
             .map_max_entries(maps::PENDING, options.pending_entries)
             .map_max_entries(maps::EVENTS, options.ring_bytes)
+            .map_max_entries(maps::UDP_PEERS, options.udp_peer_entries)
             .load(OBJECT)
             .map_err(Error::Load)?;
         let mode = attach_mode();

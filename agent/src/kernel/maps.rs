@@ -12,6 +12,7 @@ pub(super) const FLOWS: &str = "FLOWS";
 pub(super) const PENDING: &str = "PENDING";
 pub(super) const EVENTS: &str = "EVENTS";
 pub(super) const LOSS_COUNTERS: &str = "LOSS_COUNTERS";
+pub(super) const UDP_PEERS: &str = "UDP_PEERS";
 
 /// Iterates the LRU flow table. Entries inserted or evicted meanwhile may or may not appear (the
 /// kernel gives no snapshot); a key deleted under the iterator ends that step, not the whole walk.

@@ -10,6 +10,15 @@
 //!   protocol). `count` counts TCP and connected-UDP `connect()` calls and unconnected UDP
 //!   datagrams (`sendto`/`sendmsg` with an address); a connected UDP socket's datagrams are not
 //!   counted one by one.
+//! - replies of unconnected UDP sockets are not flows: a datagram sent with `sendto`/`sendmsg` to
+//!   a peer (address and port) that had sent a unicast datagram to the same socket at most
+//!   `agent_common::UDP_REPLY_WINDOW_NS` (30 s) earlier, before the socket's cgroup ever sent to
+//!   that peer, is counted in `Counter::UdpRepliesSkipped` instead (a DNS server's answers, a
+//!   statsd sink's acks). NetworkPolicy is stateful and needs no egress rule for them. A socket
+//!   that sent to the peer first (a client getting its answer) is unaffected: its later datagrams
+//!   to the peer are counted. Per socket: a reply from another socket than the one that received
+//!   the request is still recorded. The kernel remembers `Options::udp_peer_entries` such peers
+//!   (LRU); a forgotten one only means its replies are recorded, as before.
 //! - an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`, from a dual-stack socket) is recorded as
 //!   `AF_INET` with the IPv4 address, in the kernel; user space needs no normalisation.
 //! - MPTCP connects are recorded as TCP; ICMP and raw sockets are not recorded.

@@ -1,5 +1,7 @@
-//! The test world of `kernel_probes.rs`: a network namespace, a kubelet-style pod cgroup, servers
-//! and a client, all removed on drop.
+//! The test world of the kernel tests (`kernel_probes.rs`, `kernel_udp_replies.rs`): a network
+//! namespace, kubelet-style pod cgroups, servers and clients, all removed on drop.
+// Each test binary that includes this module uses a different part of it.
+#![allow(dead_code)]
 
 use std::{
     collections::BTreeMap,
@@ -225,8 +227,9 @@ impl World {
         world
     }
 
+    /// The first pod's container cgroup (the fifth directory `new` creates).
     pub fn pod_cgroup(&self) -> &Path {
-        self.cgroups.last().unwrap()
+        &self.cgroups[4]
     }
 
     /// The cgroup id the kernel reports: the inode number of the cgroup v2 directory.
@@ -252,41 +255,86 @@ impl World {
 
     /// Runs the client inside the netns, in the pod cgroup from its first instruction on.
     pub fn run_client(&self, what: &str) -> BTreeMap<String, String> {
-        let procs = CString::new(
-            self.pod_cgroup()
-                .join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.netns, "python3", "-c", CLIENT])
-            .args([V4.to_string(), V6.to_string(), what.to_string()]);
-        // SAFETY: only async-signal-safe calls between fork and exec. Writing "0" to cgroup.procs
-        // moves the writing process itself.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                libc::close(fd);
-                Ok(())
-            });
-        }
+        let mut cmd = self.python(CLIENT, &[V4.to_string(), V6.to_string(), what.to_string()]);
+        in_cgroup(&mut cmd, self.pod_cgroup());
         let out = cmd.output().expect("run client");
         assert!(
             out.status.success(),
             "client failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        parse_lines(&out.stdout)
     }
+
+    /// The directory above every cgroup of this world (attach there to see only its pods).
+    pub fn top_cgroup(&self) -> &Path {
+        &self.cgroups[0]
+    }
+
+    /// Another pod cgroup beside the first one, named the same way; removed on drop.
+    pub fn add_pod(&mut self, tag: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let uid = format!(
+            "{:08x}_{:04x}_4000_8000_{:012x}",
+            std::process::id(),
+            tag.len() + 0x100,
+            nanos & 0xffff_ffff_ffff
+        );
+        let container = format!("{:032x}{:032x}", nanos + 1, std::process::id());
+        let mut dir = self.cgroups[2].join(format!("kubepods-besteffort-pod{uid}.slice"));
+        for last in [false, true] {
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            self.cgroups.push(dir.clone());
+            if !last {
+                dir = dir.join(format!("cri-containerd-{container}.scope"));
+            }
+        }
+        dir
+    }
+
+    /// `python3 -c script args...` inside the netns, stdin and stdout piped, not yet started.
+    pub fn python(&self, script: &str, args: &[String]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.netns, "python3", "-c", script])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        cmd
+    }
+}
+
+/// Makes `cmd` run in the cgroup `dir` from its first instruction on.
+pub fn in_cgroup(cmd: &mut Command, dir: &Path) {
+    let procs = CString::new(
+        dir.join("cgroup.procs")
+            .into_os_string()
+            .into_encoded_bytes(),
+    )
+    .unwrap();
+    // SAFETY: only async-signal-safe calls between fork and exec. Writing "0" to cgroup.procs
+    // moves the writing process itself.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+}
+
+/// "key value" lines, as the scripts print them.
+pub fn parse_lines(stdout: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 impl Drop for World {

@@ -1,5 +1,4 @@
-//! The seam between the CLI and the synthesis and evaluator engines. The synthesis is developed on
-//! its own branch: wiring it in is the one-line change in [`recommend`].
+//! The seam between the CLI and the synthesis and evaluator engines.
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
@@ -10,15 +9,14 @@ use crate::resolve::ResolvedFlow;
 use crate::synth::Options;
 
 /// The recommendation for `flows`, rendered as YAML.
-#[allow(unused_variables)] // Until the synthesis is merged.
 pub fn recommend(
     cluster: &Cluster,
     flows: &[ResolvedFlow],
     options: &Options,
 ) -> Result<String, Error> {
-    // Once merged, this line instead:
-    // Ok(crate::synth::render(&crate::synth::recommend(cluster, flows, options)))
-    Err(Error::Unavailable("policy synthesis (recommender::synth)"))
+    Ok(crate::synth::render(&crate::synth::recommend(
+        cluster, flows, options,
+    )))
 }
 
 /// Judges connections against one set of policies, compiled once.

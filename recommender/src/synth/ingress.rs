@@ -1,0 +1,109 @@
+//! The complementary ingress policies (`Options::with_ingress`): pod-to-pod traffic needs egress
+//! from the source AND ingress to the destination once the destination is isolated for ingress.
+//!
+//! One policy per in-cluster destination workload, in the destination's namespace, allowing every
+//! observed source workload on the observed target ports. The sources come from all flows, not
+//! only those of the namespaces asked for: an ingress policy that forgot a caller from another
+//! namespace would cut it off. Only pod sources are ever observed (the agent records egress of
+//! pods), so traffic from outside the cluster or from hostNetwork callers is not in these policies.
+//! The cluster DNS gets none unless `ingress_for_cluster_services`: every pod calls it, and a
+//! policy listing only the observed callers would break the next namespace.
+
+use std::collections::BTreeMap;
+
+use flow_model::WorkloadRef;
+
+use super::group::{annotate_window, workload_label};
+use super::model::{Direction, PeerPlan, PolicyPlan, Target};
+use super::naming;
+use super::ports::PortSet;
+use super::Context;
+use crate::resolve::{Peer, ResolvedFlow, SourceWorkload};
+
+/// Ingress plans for the destinations of `flows` whose namespace `wanted` accepts.
+pub fn ingress_plans(
+    ctx: &Context,
+    flows: &[ResolvedFlow],
+    wanted: impl Fn(&str) -> bool,
+) -> Vec<PolicyPlan> {
+    type Dest<'a> = (&'a str, &'a WorkloadRef);
+    let mut dests: BTreeMap<Dest, (&BTreeMap<String, String>, Vec<&ResolvedFlow>)> =
+        BTreeMap::new();
+    for flow in flows {
+        if let Peer::Pods {
+            namespace,
+            workload,
+            selector,
+            cluster_dns,
+            ..
+        } = &flow.peer
+        {
+            if (*cluster_dns && !ctx.options.ingress_for_cluster_services) || !wanted(namespace) {
+                continue;
+            }
+            let entry = dests
+                .entry((namespace.as_str(), workload))
+                .or_insert_with(|| (selector, Vec::new()));
+            entry.0 = entry.0.min(selector);
+            entry.1.push(flow);
+        }
+    }
+    let mut by_ns: BTreeMap<&str, Vec<&WorkloadRef>> = BTreeMap::new();
+    for (ns, w) in dests.keys() {
+        by_ns.entry(ns).or_default().push(w);
+    }
+    let names: BTreeMap<&str, BTreeMap<WorkloadRef, String>> = by_ns
+        .into_iter()
+        .map(|(ns, ws)| (ns, naming::workload_names(ws, "ingress")))
+        .collect();
+
+    let mut out = Vec::new();
+    for ((namespace, workload), (selector, flows)) in dests {
+        let name = names[namespace][workload].clone();
+        let mut plan = PolicyPlan::new(name, namespace.to_owned(), Direction::Ingress);
+        plan.selector = selector.clone();
+        plan.annotate("workload", format!("{}/{}", workload.kind, workload.name));
+        annotate_window(&mut plan, flows.iter().map(|f| &f.record));
+        plan.comments.push(format!(
+            "ingress to {} from its observed in-cluster callers only",
+            workload_label(namespace, workload)
+        ));
+        let mut sources: BTreeMap<&SourceWorkload, PortSet> = BTreeMap::new();
+        for f in &flows {
+            sources
+                .entry(&f.source)
+                .or_default()
+                .insert((f.protocol, f.port));
+        }
+        // The DNS pods receive what the sources' egress rules allow them to send: both protocols.
+        let is_dns = flows.iter().any(|f| {
+            matches!(
+                f.peer,
+                Peer::Pods {
+                    cluster_dns: true,
+                    ..
+                }
+            )
+        });
+        let mut rules: BTreeMap<PortSet, Vec<PeerPlan>> = BTreeMap::new();
+        for (source, ports) in sources {
+            let ports = if is_dns {
+                super::ports::with_dns_fallback(&ports)
+            } else {
+                ports
+            };
+            rules.entry(ports).or_default().push(PeerPlan {
+                target: Target::Pods {
+                    namespace: (source.namespace != namespace).then(|| source.namespace.clone()),
+                    selector: source.selector.clone(),
+                },
+                dns_names: Default::default(),
+                cluster_dns: false,
+                comments: vec![workload_label(&source.namespace, &source.workload)],
+            });
+        }
+        plan.rules = super::group::into_rules(rules);
+        out.push(plan);
+    }
+    out
+}

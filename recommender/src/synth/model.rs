@@ -1,0 +1,103 @@
+//! The format-neutral plan of a recommendation: what each policy selects and allows, with the
+//! comments that explain it. `networkpolicy` and `cilium` turn it into objects.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+
+use super::ports::PortSpec;
+
+/// Annotation and label keys.
+pub const ANNOTATION_PREFIX: &str = "egress-recommender.io/";
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "egress-recommender");
+/// The pod label the `InternetEgress::Label` pattern selects.
+pub const INTERNET_LABEL: (&str, &str) = ("networking/allow-internet-egress", "true");
+/// The namespace label every namespace carries (Kubernetes ≥ 1.21).
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Direction of a policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    Egress,
+    Ingress,
+}
+
+/// What an ipBlock stands for, for comments and for Cilium (which names some of them by entity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum IpOrigin {
+    ApiServer,
+    Node,
+    External,
+    /// The internet-egress pattern (`0.0.0.0/0`, `::/0` less the cluster).
+    Internet,
+}
+
+/// One peer of a rule.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Target {
+    /// Pods by label. `namespace` is `None` when the pods live in the policy's own namespace
+    /// (a podSelector alone), `Some` when a namespaceSelector must be ANDed in the same peer.
+    /// `selector` empty means every pod of that namespace (only the default-deny DNS uses it never;
+    /// kept for completeness).
+    Pods {
+        namespace: Option<String>,
+        selector: BTreeMap<String, String>,
+    },
+    IpBlock {
+        cidr: IpNet,
+        except: Vec<IpNet>,
+        origin: IpOrigin,
+    },
+}
+
+/// A peer with what the reader should know about it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PeerPlan {
+    pub target: Target,
+    /// DNS names the sources resolved to addresses of this peer (external peers).
+    pub dns_names: BTreeSet<String>,
+    /// True for the cluster DNS pods (Cilium adds its DNS proxy rule there).
+    pub cluster_dns: bool,
+    /// Comment lines rendered above the peer.
+    pub comments: Vec<String>,
+}
+
+/// One rule: any of `peers` on any of `ports`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RulePlan {
+    pub peers: Vec<PeerPlan>,
+    pub ports: Vec<PortSpec>,
+}
+
+/// One policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyPlan {
+    pub name: String,
+    pub namespace: String,
+    /// `matchLabels` of the selected pods; empty selects every pod of the namespace.
+    pub selector: BTreeMap<String, String>,
+    pub direction: Direction,
+    pub rules: Vec<RulePlan>,
+    pub annotations: BTreeMap<String, String>,
+    /// Comment lines rendered above the document.
+    pub comments: Vec<String>,
+}
+
+impl PolicyPlan {
+    pub fn new(name: String, namespace: String, direction: Direction) -> Self {
+        PolicyPlan {
+            name,
+            namespace,
+            selector: BTreeMap::new(),
+            direction,
+            rules: Vec::new(),
+            annotations: BTreeMap::new(),
+            comments: Vec::new(),
+        }
+    }
+
+    pub fn annotate(&mut self, key: &str, value: impl Into<String>) {
+        self.annotations
+            .insert(format!("{ANNOTATION_PREFIX}{key}"), value.into());
+    }
+}

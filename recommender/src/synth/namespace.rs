@@ -1,0 +1,90 @@
+//! Namespace-wide policies: the guide's `default-deny-all-egress` (DNS to the cluster DNS pods
+//! only) and `allow-internet-egress` (the `InternetEgress::Label` pattern).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::cidr;
+use super::group::InternetNeed;
+use super::model::{Direction, IpOrigin, PeerPlan, PolicyPlan, Target, INTERNET_LABEL};
+use super::naming;
+use super::ports::PortSet;
+use super::Context;
+
+/// The cluster DNS peer as seen from `namespace`.
+pub fn dns_peer(ctx: &Context, namespace: &str) -> PeerPlan {
+    PeerPlan {
+        target: Target::Pods {
+            namespace: (namespace != ctx.dns_namespace).then(|| ctx.dns_namespace.clone()),
+            selector: ctx.dns_selector.clone(),
+        },
+        dns_names: BTreeSet::new(),
+        cluster_dns: true,
+        comments: vec!["cluster DNS".to_owned()],
+    }
+}
+
+/// `default-deny-all-egress` for `namespace`: isolates every pod for egress and allows DNS to the
+/// cluster DNS pods only (UDP and TCP), so that the per-workload policies are the only other way out.
+pub fn default_deny(ctx: &Context, namespace: &str) -> PolicyPlan {
+    let mut plan = PolicyPlan::new(
+        naming::DEFAULT_DENY.to_owned(),
+        namespace.to_owned(),
+        Direction::Egress,
+    );
+    plan.comments.push(format!(
+        "isolates every pod of {namespace} for egress; DNS to the cluster DNS pods stays allowed"
+    ));
+    let mut rules = BTreeMap::new();
+    rules.insert(ctx.dns_ports.clone(), vec![dns_peer(ctx, namespace)]);
+    plan.rules = super::group::into_rules(rules);
+    plan
+}
+
+/// `allow-internet-egress` for `namespace`: pods labelled `networking/allow-internet-egress: "true"`
+/// may reach anything outside the cluster's pod and Service ranges, on the ports the workloads
+/// that need it were seen using.
+pub fn internet_label(ctx: &Context, namespace: &str, needs: &[InternetNeed]) -> PolicyPlan {
+    let mut plan = PolicyPlan::new(
+        naming::INTERNET_EGRESS.to_owned(),
+        namespace.to_owned(),
+        Direction::Egress,
+    );
+    plan.selector
+        .insert(INTERNET_LABEL.0.to_owned(), INTERNET_LABEL.1.to_owned());
+    let workloads: BTreeSet<String> = needs
+        .iter()
+        .map(|n| format!("{}/{}", n.workload.kind, n.workload.name))
+        .collect();
+    let workloads: Vec<String> = workloads.into_iter().collect();
+    plan.comments.push(format!(
+        "label the pod templates of these workloads with {}: \"{}\": {}",
+        INTERNET_LABEL.0,
+        INTERNET_LABEL.1,
+        workloads.join(", ")
+    ));
+    plan.annotate(
+        "needs-label",
+        serde_json::to_string(&workloads).expect("strings serialize"),
+    );
+    let ports: PortSet = needs.iter().flat_map(|n| n.ports.iter().copied()).collect();
+    let peers = cidr::internet_blocks(&ctx.cluster_ranges)
+        .into_iter()
+        .map(|(all, except)| PeerPlan {
+            comments: super::group::internet_comments(
+                "everything outside the cluster's pod and Service ranges",
+                &except,
+            ),
+            target: Target::IpBlock {
+                cidr: all,
+                except,
+                origin: IpOrigin::Internet,
+            },
+            dns_names: BTreeSet::new(),
+            cluster_dns: false,
+        })
+        .collect();
+    let mut rules = BTreeMap::new();
+    rules.insert(ports, peers);
+    plan.rules = super::group::into_rules(rules);
+    plan
+}

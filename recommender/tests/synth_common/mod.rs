@@ -1,0 +1,158 @@
+//! Helpers shared by the synthesis tests: hand-built resolved flows and the schema validator.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::Command;
+
+use flow_model::{FlowRecord, Outcome, Protocol, WorkloadRef};
+use recommender::resolve::{Peer, ResolvedFlow, SourceWorkload};
+
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub fn workload(kind: &str, name: &str) -> WorkloadRef {
+    WorkloadRef {
+        kind: kind.into(),
+        name: name.into(),
+    }
+}
+
+pub fn source(ns: &str, kind: &str, name: &str) -> SourceWorkload {
+    SourceWorkload {
+        namespace: ns.into(),
+        workload: workload(kind, name),
+        selector: labels(&[("app", name)]),
+    }
+}
+
+pub fn pods(ns: &str, kind: &str, name: &str, service: Option<&str>) -> Peer {
+    Peer::Pods {
+        namespace: ns.into(),
+        workload: workload(kind, name),
+        selector: labels(&[("app", name)]),
+        service: service.map(Into::into),
+        cluster_dns: false,
+    }
+}
+
+pub fn dns() -> Peer {
+    Peer::Pods {
+        namespace: "kube-system".into(),
+        workload: workload("Deployment", "coredns"),
+        selector: labels(&[("k8s-app", "kube-dns")]),
+        service: Some("kube-dns".into()),
+        cluster_dns: true,
+    }
+}
+
+pub fn external(ip: &str, names: &[&str]) -> Peer {
+    Peer::External {
+        ip: ip.parse().unwrap(),
+        dns_names: names.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+pub fn record(
+    src: &SourceWorkload,
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+    outcome: Outcome,
+    minute: u32,
+) -> FlowRecord {
+    serde_json::from_value(serde_json::json!({
+        "node": "node-a",
+        "source": {"kind": "pod", "namespace": src.namespace, "pod": format!("{}-0", src.workload.name),
+                   "workload": src.workload, "labels": src.selector},
+        "destination": {"ip": ip, "port": port, "protocol": protocol},
+        "first_seen": format!("2026-11-26T16:{minute:02}:00Z"),
+        "last_seen": format!("2026-11-26T16:{:02}:00Z", minute + 5),
+        "count": 3,
+        "outcome": outcome,
+    }))
+    .unwrap()
+}
+
+/// A flow with an established (TCP) or sent (UDP) outcome.
+pub fn flow(src: &SourceWorkload, peer: Peer, port: u16, protocol: Protocol) -> ResolvedFlow {
+    let outcome = if protocol == Protocol::Udp {
+        Outcome::Sent
+    } else {
+        Outcome::Established
+    };
+    flow_with(src, peer, port, protocol, outcome)
+}
+
+pub fn flow_with(
+    src: &SourceWorkload,
+    peer: Peer,
+    port: u16,
+    protocol: Protocol,
+    outcome: Outcome,
+) -> ResolvedFlow {
+    let ip: IpAddr = match &peer {
+        Peer::ApiServer { ip } | Peer::Node { ip, .. } | Peer::External { ip, .. } => *ip,
+        Peer::Pods { .. } => "10.244.1.10".parse().unwrap(),
+    };
+    ResolvedFlow {
+        source: src.clone(),
+        peer,
+        port,
+        protocol,
+        record: record(src, ip, port, protocol, outcome, 1),
+    }
+}
+
+/// The schema validator: `$KUBERNETES_VALIDATE`, or the one `cargo xtask setup` installs.
+pub fn validator() -> PathBuf {
+    if let Some(path) = std::env::var_os("KUBERNETES_VALIDATE") {
+        return PathBuf::from(path);
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/tools/venv/bin/kubernetes-validate");
+    assert!(
+        path.exists(),
+        "the schema validator is missing ({}): run `cargo xtask setup` (or set KUBERNETES_VALIDATE)",
+        path.display()
+    );
+    path
+}
+
+/// Validates multi-document YAML with `kubernetes-validate --strict -k 1.37.0`; panics with its
+/// output when any document fails.
+pub fn validate(yaml: &str, label: &str) {
+    let dir = std::env::temp_dir().join(format!(
+        "synth-validate-{}-{}",
+        std::process::id(),
+        label.replace(['/', ' '], "_")
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("policies.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let output = Command::new(validator())
+        .args(["--strict", "-k", "1.37.0", "--no-warn"])
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run the schema validator: {e}: run `cargo xtask setup`")
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && !stdout.contains("ERROR"),
+        "{label}: kubernetes-validate rejected the policies:\n{stdout}\n{stderr}\n---\n{yaml}"
+    );
+    let docs = yaml.lines().filter(|l| *l == "---").count();
+    let passed = stdout.matches(" passed ").count();
+    assert_eq!(
+        passed, docs,
+        "{label}: not every document validated:\n{stdout}"
+    );
+}
