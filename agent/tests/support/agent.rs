@@ -177,6 +177,8 @@ pub const EXPECTED_METRICS: &[&str] = &[
     DNS_ANSWERS_METRIC,
     RELOAD_ERRORS_METRIC,
     "egress_agent_cgroups_unresolved_total",
+    "egress_agent_flows_evicted_unreported_total",
+    "egress_agent_udp_replies_skipped_total",
 ];
 
 /// DNS answers the agent saw, labelled by `result` (`parsed` or `rejected`).
