@@ -24,7 +24,7 @@ use support::dns::{dig, API_NAME, V6_NAME, WWW_NAME};
 use support::expect::{assert_exact, is_ours, missing, read_merged, Expected, Origin};
 use support::hosts::*;
 use support::pods::{pods_file_json, test_pods, PodSpec, NODE_NAME};
-use support::traffic::run_client;
+use support::traffic::{run_client, Server};
 use support::{require_root, unique_prefix, wait_for, TempDir};
 
 const AGENT: &str = env!("CARGO_BIN_EXE_agent");
@@ -34,11 +34,14 @@ const AGENT: &str = env!("CARGO_BIN_EXE_agent");
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The port of the server that pod 1 runs for the node process to call.
+const POD_SERVER_PORT: u16 = 7000;
+
 /// The flows the traffic below makes, from pod 0 (`shop/web-...-x2k4q`, systemd driver,
 /// BestEffort), pod 1 (`shop/web-...-h7m2p`, cgroupfs driver, Burstable), pod 2
 /// (`payments/api-...-q8w2e`, systemd driver, Guaranteed), pod 3 (`shop/web-...-z9v5t`, CRI-O,
 /// started after the agent, missing from the pods file) and the node process.
-fn expected_flows(node_port: u16) -> Vec<Expected> {
+fn expected_flows(node_port: u16, server_pod_ip: &str) -> Vec<Expected> {
     use Outcome::*;
     use Protocol::*;
     vec![
@@ -62,8 +65,17 @@ fn expected_flows(node_port: u16) -> Vec<Expected> {
         Expected::new(Origin::Pod(2), API_V4, 443, Tcp, Established).names(&[API_NAME, WWW_NAME]),
         // Pod 3: started after the agent, CRI-O, not in the pods file.
         Expected::new(Origin::Pod(3), MULTI_V4, 8080, Tcp, Established),
-        // The node process, outside any pod.
+        // The node process, outside any pod; it also calls pod 1's server, whose answers (the TCP
+        // accept, the UDP echo sent with sendto) are replies, not pod egress.
         Expected::new(Origin::Host, NODE_TARGET_V4, node_port, Tcp, Established),
+        Expected::new(
+            Origin::Host,
+            server_pod_ip,
+            POD_SERVER_PORT,
+            Tcp,
+            Established,
+        ),
+        Expected::new(Origin::Host, server_pod_ip, POD_SERVER_PORT, Udp, Sent),
     ]
 }
 
@@ -129,17 +141,26 @@ fn agent_reports_exact_flows_of_test_pods() {
         unlisted.command("python3"),
         &[format!("tcp {MULTI_V4} 8080")],
     );
+    let server = Server::start(web1.command("python3"), POD_SERVER_PORT);
     run_client(
         hosts.node.command("python3"),
-        &[format!("tcp {NODE_TARGET_V4} {}", hosts.node_port)],
+        &[
+            format!("tcp {NODE_TARGET_V4} {}", hosts.node_port),
+            format!("tcp {} {POD_SERVER_PORT}", web1.spec.ip4),
+            format!("udp-ask {} {POD_SERVER_PORT}", web1.spec.ip4),
+        ],
     );
+    server.finish();
     // The servers saw the traffic: whatever the agent reports, it happened.
     hosts
         .servers
         .expect_line(&format!("udp v4 {UDP_SENDTO_PORT} {} 5", web1.spec.ip4));
 
-    let mut expected = expected_flows(hosts.node_port);
-    let host_targets: Vec<(IpAddr, u16)> = vec![(NODE_TARGET_V4.parse().unwrap(), hosts.node_port)];
+    let mut expected = expected_flows(hosts.node_port, &web1.spec.ip4);
+    let host_targets: Vec<(IpAddr, u16)> = vec![
+        (NODE_TARGET_V4.parse().unwrap(), hosts.node_port),
+        (web1.spec.ip4.parse().unwrap(), POD_SERVER_PORT),
+    ];
     let ours = |records: Vec<FlowRecord>| -> Vec<FlowRecord> {
         records
             .into_iter()
@@ -230,6 +251,11 @@ fn check_metrics(agent: &Agent) {
     // proven by the names in its records.
     let parsed = metric_sum(&body, DNS_ANSWERS_METRIC, "result=\"parsed\"");
     assert!(parsed > 0.0, "no DNS answers parsed:\n{body}");
+    let replies = metric_sum(&body, "egress_agent_udp_replies_skipped_total", "");
+    assert!(
+        replies > 0.0,
+        "pod 1's UDP echo was not counted as a reply:\n{body}"
+    );
 }
 
 #[test]

@@ -117,6 +117,9 @@ impl Hosts {
             world.ip(&["addr", "add", &format!("{addr}/128"), "dev", "lo"]);
         }
         world.ip(&["route", "add", "blackhole", &format!("{BLACKHOLE_V4}/32")]);
+        // The world routes between the node network and the pod network (the node calls a pod's
+        // server); it has no link to anywhere else, so forwarding cannot reach the real network.
+        world.sysctl("net.ipv4.ip_forward", "1");
 
         let node_ns = Netns::new(&format!("{prefix}-node"));
         attach(&world, &node_ns, "vnode", NODE_V4, None);
