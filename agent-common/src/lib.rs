@@ -29,6 +29,9 @@ pub const UDP_PEER_ENTRIES: u32 = 16_384;
 /// UDP "connection" (conntrack's unreplied UDP timeout): within it, NetworkPolicy allows the reply
 /// without an egress rule.
 pub const UDP_REPLY_WINDOW_NS: u64 = 30_000_000_000;
+/// Capacity of the table of connected UDP sockets that have not sent yet (socket cookie → the
+/// [`FlowKey`] of their `connect()`). LRU: a socket closed without sending ages out.
+pub const PENDING_UDP_ENTRIES: u32 = 16_384;
 /// Ring buffer size in bytes (must be a power of two and a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
 /// Bytes of a DNS answer copied to user space. Longer answers are cut; user space counts them.
@@ -51,8 +54,9 @@ pub struct FlowKey {
 
 /// Aggregated counters of one [`FlowKey`]. Timestamps are `CLOCK_BOOTTIME` nanoseconds.
 ///
-/// `count` counts connects (TCP, connected UDP) and datagrams sent (unconnected UDP). The outcome
-/// counters are filled in later, from the socket's state changes, for TCP only.
+/// `count` counts TCP connects, connects of UDP sockets that then sent at least one datagram, and
+/// datagrams sent by unconnected UDP sockets. The outcome counters are filled in later, from the
+/// socket's state changes, for TCP only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowValue {

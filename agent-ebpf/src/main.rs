@@ -17,6 +17,8 @@ mod maps;
 #[cfg(target_arch = "bpf")]
 mod skb;
 #[cfg(target_arch = "bpf")]
+mod skb_egress;
+#[cfg(target_arch = "bpf")]
 mod sock_addr;
 #[cfg(target_arch = "bpf")]
 mod sock_ops;

@@ -1,11 +1,12 @@
 //! Maps shared by every program, and the small helpers that touch them.
 //!
 //! The names of the statics are the map names user space looks up (`FLOWS`, `PENDING`, `EVENTS`,
-//! `LOSS_COUNTERS`, `UDP_PEERS`): keep them in sync with `agent/src/kernel/maps.rs`.
+//! `LOSS_COUNTERS`, `UDP_PEERS`, `PENDING_UDP`): keep them in sync with `agent/src/kernel/maps.rs`.
 
 use agent_common::{
     Counter, DnsEvent, EventKind, FlowKey, FlowValue, NewFlowEvent, PendingConnect, UdpPeerKey,
-    COUNTER_SLOTS, EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, PENDING_CONNECT_ENTRIES, UDP_PEER_ENTRIES,
+    COUNTER_SLOTS, EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, PENDING_CONNECT_ENTRIES,
+    PENDING_UDP_ENTRIES, UDP_PEER_ENTRIES,
 };
 use aya_ebpf::{
     bindings::{
@@ -148,3 +149,12 @@ pub unsafe fn atomic_add<T: Copy>(p: *mut T, v: T) {
         core::intrinsics::atomic_xadd::<T, T, { core::intrinsics::AtomicOrdering::Relaxed }>(p, v);
     }
 }
+
+/// Connected UDP sockets that have not sent yet: socket cookie → the flow key of their last
+/// `connect()` (the destination as the socket saw it, before any DNAT). The flow is recorded, and
+/// the entry removed, when the socket's first datagram leaves (skb_egress.rs). A socket closed
+/// without sending (glibc's getaddrinfo sorting its answers) has its entry removed on release
+/// (`udp_release`); should one be missed, the LRU ages it out, and cookies are never reused.
+#[map]
+pub static PENDING_UDP: LruHashMap<u64, FlowKey> =
+    LruHashMap::with_max_entries(PENDING_UDP_ENTRIES, 0);

@@ -1,10 +1,14 @@
 //! cgroup `sock_addr` hooks: `connect4/6` (TCP, connected UDP) and `sendmsg4/6` (unconnected UDP).
 //!
+//! A UDP `connect()` sends nothing: glibc's getaddrinfo connects a throwaway socket to every
+//! answer to sort them, and closes it. So a connected UDP socket's flow is only remembered here
+//! (`PENDING_UDP`) and recorded when its first datagram leaves (skb_egress.rs).
+//!
 //! They run in the calling process's context, so the current task's cgroup is the socket owner's.
 //! Every path returns 1 (allow): the agent observes, it never decides. A datagram that answers a
 //! peer which sent to the socket first is a reply, not a flow (see udp_replies.rs).
 
-use agent_common::{FlowKey, PendingConnect, AF_INET, AF_INET6, IPPROTO_TCP};
+use agent_common::{FlowKey, PendingConnect, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
 use aya_ebpf::{
     helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
     macros::cgroup_sock_addr,
@@ -12,7 +16,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{record_flow, PENDING},
+    maps::{record_flow, PENDING, PENDING_UDP},
     udp_replies::is_reply,
 };
 
@@ -30,7 +34,16 @@ pub fn connect4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
     if let Some(key) = key_v6(&ctx) {
-        on_connect(&ctx, &key);
+        if key.protocol == IPPROTO_UDP && key.family == AF_INET {
+            // An IPv4-mapped peer of a dual-stack UDP socket: the kernel hands each datagram to
+            // udp_sendmsg with the peer as an explicit address, so sendmsg4 records every one of
+            // them, as for an unconnected socket. The connect adds nothing, and must forget an
+            // earlier connect of the socket that has not sent.
+            let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+            let _ = PENDING_UDP.remove(cookie);
+        } else {
+            on_connect(&ctx, &key);
+        }
     }
     ALLOW
 }
@@ -57,6 +70,15 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, key: &FlowKey) {
+    if key.protocol == IPPROTO_UDP {
+        // The key must be taken now: the egress program sees the packet after netfilter DNAT,
+        // when a Service ClusterIP has become a backend address. A reconnect replaces the key.
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
+        // A failure loses this socket's flow, as an eviction from FLOWS would; the LRU makes it
+        // all but impossible.
+        let _ = PENDING_UDP.insert(cookie, *key, 0);
+        return;
+    }
     record_flow(key);
     // Only plain TCP: an MPTCP connect is recorded as TCP, but its outcome shows on subflow
     // sockets with other cookies, so a pending entry would never be resolved.

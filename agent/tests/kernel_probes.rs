@@ -96,7 +96,8 @@ async fn flows_and_tcp_outcomes_are_attributed_to_the_pod_cgroup() {
         ((AF_INET6, v6.as_slice(), 8081, IPPROTO_TCP), (1, 0, 1, 0)),
         ((AF_INET, v4.as_slice(), 8082, IPPROTO_TCP), (2, 1, 0, 1)),
         ((AF_INET, v4.as_slice(), 8083, IPPROTO_TCP), (1, 1, 0, 0)),
-        // Unconnected UDP counts datagrams; connected UDP counts connects.
+        // Unconnected UDP counts datagrams; connected UDP counts connects that sent (see
+        // kernel_udp_connect.rs).
         ((AF_INET, v4.as_slice(), 9999, IPPROTO_UDP), (2, 0, 0, 0)),
         ((AF_INET, v4.as_slice(), 9998, IPPROTO_UDP), (1, 0, 0, 0)),
     ]
@@ -234,9 +235,22 @@ fn several_probes_attach_at_once_and_drop_detaches_them() {
     let world = World::new("a");
     let dir = world.pod_cgroup().to_path_buf();
     // BPF_CGROUP_INET_INGRESS, BPF_CGROUP_SOCK_OPS, INET4_CONNECT, INET6_CONNECT, UDP4_SENDMSG,
-    // UDP6_SENDMSG.
-    let types = [0u32, 3, 10, 11, 14, 15];
-    let counts = |n: u32| types.iter().all(|t| attached(&dir, *t) == n);
+    // UDP6_SENDMSG, BPF_CGROUP_INET_EGRESS, BPF_CGROUP_INET_SOCK_RELEASE.
+    let types = [0u32, 3, 10, 11, 14, 15, 1, 34];
+    // A link is detached when its last fd closes. A child forked by a parallel test holds copies
+    // of this process's fds until it execs (they are close-on-exec), hence the short wait.
+    let counts = |n: u32| {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if types.iter().all(|t| attached(&dir, *t) == n) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
     assert!(counts(0));
     let first = Probes::attach(&dir).unwrap();
     assert!(counts(1));

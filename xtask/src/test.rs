@@ -44,7 +44,9 @@ pub fn fuzz(_tools: &Tools, target: &str, seconds: u64) -> Result<()> {
         command("cargo")
             .args(["+nightly", "fuzz", "run", "--fuzz-dir", dir, target, "--"])
             .arg(format!("-max_total_time={seconds}"))
-            .arg("-rss_limit_mb=2048"),
+            .arg("-rss_limit_mb=2048")
+            // The fuzz targets never load the kernel programs: don't build them a second time.
+            .env("AYA_BUILD_SKIP", "1"),
     )
 }
 

@@ -5,7 +5,8 @@ use std::{fs::File, path::Path};
 
 use aya::{
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, Program, SockOps,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Program,
+        SockOps,
     },
     Ebpf, EbpfLoader,
 };
@@ -19,14 +20,20 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
 const SKB_INGRESS: &str = "ingress";
 const SOCK_OPS: &str = "tcp_outcome";
+/// Records a connected UDP socket's flow at its first datagram (`agent-ebpf/src/skb_egress.rs`).
+const SKB_EGRESS: &str = "egress";
+/// Forgets the pending connect of a UDP socket closed without sending (same file).
+const SOCK_RELEASE: &str = "udp_release";
 /// Every program, for statistics.
-pub(super) const PROGRAMS: [&str; 6] = [
+pub(super) const PROGRAMS: [&str; 8] = [
     SOCK_ADDR[0],
     SOCK_ADDR[1],
     SOCK_ADDR[2],
     SOCK_ADDR[3],
     SKB_INGRESS,
     SOCK_OPS,
+    SKB_EGRESS,
+    SOCK_RELEASE,
 ];
 
 const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
@@ -44,6 +51,8 @@ pub struct Options {
     /// Capacity of the table of peers unconnected UDP sockets may answer (LRU: a busy server's
     /// oldest clients are forgotten first, and its replies to them are then recorded as flows).
     pub udp_peer_entries: u32,
+    /// Capacity of the table of connected UDP sockets that have not sent yet.
+    pub pending_udp_entries: u32,
 }
 
 impl Default for Options {
@@ -53,6 +62,7 @@ impl Default for Options {
             pending_entries: agent_common::PENDING_CONNECT_ENTRIES,
             ring_bytes: agent_common::EVENTS_RING_BYTES,
             udp_peer_entries: agent_common::UDP_PEER_ENTRIES,
+            pending_udp_entries: agent_common::PENDING_UDP_ENTRIES,
         }
     }
 }
@@ -93,6 +103,7 @@ impl Probes {
             .map_max_entries(maps::PENDING, options.pending_entries)
             .map_max_entries(maps::EVENTS, options.ring_bytes)
             .map_max_entries(maps::UDP_PEERS, options.udp_peer_entries)
+            .map_max_entries(maps::PENDING_UDP, options.pending_udp_entries)
             .load(OBJECT)
             .map_err(Error::Load)?;
         let mode = attach_mode();
@@ -147,6 +158,42 @@ impl Probes {
             program: SOCK_OPS,
             source,
         })?;
+
+        let egress: &mut CgroupSkb =
+            program(&mut ebpf, SKB_EGRESS)?
+                .try_into()
+                .map_err(|source| Error::Verify {
+                    program: SKB_EGRESS,
+                    source,
+                })?;
+        egress.load().map_err(|source| Error::Verify {
+            program: SKB_EGRESS,
+            source,
+        })?;
+        egress
+            .attach(&cgroup, CgroupSkbAttachType::Egress, mode)
+            .map_err(|source| Error::Attach {
+                program: SKB_EGRESS,
+                source,
+            })?;
+
+        let release: &mut CgroupSock =
+            program(&mut ebpf, SOCK_RELEASE)?
+                .try_into()
+                .map_err(|source| Error::Verify {
+                    program: SOCK_RELEASE,
+                    source,
+                })?;
+        release.load().map_err(|source| Error::Verify {
+            program: SOCK_RELEASE,
+            source,
+        })?;
+        release
+            .attach(&cgroup, mode)
+            .map_err(|source| Error::Attach {
+                program: SOCK_RELEASE,
+                source,
+            })?;
 
         Ok(Probes {
             ebpf,

@@ -13,6 +13,7 @@ pub(super) const PENDING: &str = "PENDING";
 pub(super) const EVENTS: &str = "EVENTS";
 pub(super) const LOSS_COUNTERS: &str = "LOSS_COUNTERS";
 pub(super) const UDP_PEERS: &str = "UDP_PEERS";
+pub(super) const PENDING_UDP: &str = "PENDING_UDP";
 
 /// Iterates the LRU flow table. Entries inserted or evicted meanwhile may or may not appear (the
 /// kernel gives no snapshot); a key deleted under the iterator ends that step, not the whole walk.

@@ -7,9 +7,9 @@
 //!
 //! What the kernel records (see `agent_common` for the layouts):
 //! - one flow table entry per (cgroup id, family, destination address, destination port,
-//!   protocol). `count` counts TCP and connected-UDP `connect()` calls and unconnected UDP
-//!   datagrams (`sendto`/`sendmsg` with an address); a connected UDP socket's datagrams are not
-//!   counted one by one.
+//!   protocol). `count` counts TCP `connect()` calls, `connect()` calls of connected UDP sockets
+//!   that sent at least one datagram afterwards, and unconnected UDP datagrams (`sendto`/`sendmsg`
+//!   with an address); a connected UDP socket's datagrams are not counted one by one.
 //! - replies of unconnected UDP sockets are not flows: a datagram sent with `sendto`/`sendmsg` to
 //!   a peer (address and port) that had sent a unicast datagram to the same socket at most
 //!   `agent_common::UDP_REPLY_WINDOW_NS` (30 s) earlier, before the socket's cgroup ever sent to
@@ -19,6 +19,17 @@
 //!   to the peer are counted. Per socket: a reply from another socket than the one that received
 //!   the request is still recorded. The kernel remembers `Options::udp_peer_entries` such peers
 //!   (LRU); a forgotten one only means its replies are recorded, as before.
+//! - a UDP `connect()` alone sends nothing and records nothing: glibc's getaddrinfo connects a
+//!   throwaway socket to every answer to sort them, then closes it. The connect's destination (as
+//!   the socket saw it: a Service ClusterIP stays the ClusterIP) is kept by socket cookie, and the
+//!   flow is recorded when the socket's first datagram leaves (`cgroup_skb/egress`), with
+//!   `first_seen` at that moment; a socket closed without sending is forgotten on release
+//!   (`cgroup/sock_release`). A socket that reconnects before sending counts its last
+//!   destination only; one disconnected (`AF_UNSPEC`) before sending counts none. A connected
+//!   socket whose first datagram goes to an explicit other address (`sendto`) has that datagram
+//!   recorded as well as its connect destination. A dual-stack socket connected to an
+//!   IPv4-mapped address has each datagram counted instead (the kernel sends them as if
+//!   addressed explicitly).
 //! - an IPv4-mapped IPv6 destination (`::ffff:a.b.c.d`, from a dual-stack socket) is recorded as
 //!   `AF_INET` with the IPv4 address, in the kernel; user space needs no normalisation.
 //! - MPTCP connects are recorded as TCP; ICMP and raw sockets are not recorded.

@@ -255,7 +255,17 @@ impl World {
 
     /// Runs the client inside the netns, in the pod cgroup from its first instruction on.
     pub fn run_client(&self, what: &str) -> BTreeMap<String, String> {
-        let mut cmd = self.python(CLIENT, &[V4.to_string(), V6.to_string(), what.to_string()]);
+        self.run_script(CLIENT, &[what])
+    }
+
+    /// Runs the Python `script` like the client: in the netns and the pod cgroup, with the
+    /// addresses and then `args` as arguments; returns its "key value" output lines.
+    pub fn run_script(&self, script: &str, args: &[&str]) -> BTreeMap<String, String> {
+        let argv: Vec<String> = [V4.to_string(), V6.to_string()]
+            .into_iter()
+            .chain(args.iter().map(|a| a.to_string()))
+            .collect();
+        let mut cmd = self.python(script, &argv);
         in_cgroup(&mut cmd, self.pod_cgroup());
         let out = cmd.output().expect("run client");
         assert!(
@@ -411,4 +421,12 @@ pub fn hex(s: &str) -> Vec<u8> {
         .step_by(2)
         .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
         .collect()
+}
+
+impl World {
+    /// The network namespace's name (for `ip -n` and `/etc/netns/<name>`).
+    #[allow(dead_code)] // Not every test binary that includes this module uses it.
+    pub fn netns(&self) -> &str {
+        &self.netns
+    }
 }
