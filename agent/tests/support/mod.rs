@@ -6,6 +6,10 @@
 //! has a route to the real network, every address the tests send to belongs to a host built here,
 //! and each piece is an RAII guard whose `Drop` removes it, also when a test panics.
 //!
+//! Needs root and, from Debian: `iproute2` (ip netns, veth, bridge), `dnsmasq-base`
+//! (`/usr/sbin/dnsmasq`), `bind9-dnsutils` (`dig`, for DNS over TCP) and `python3` (servers and
+//! clients); `cargo xtask setup` installs them. Run with `cargo test -p agent --test flows_e2e`.
+//!
 //! Names carry `ert-<pid>-<n>` so that test processes (and several tests in one process) can run in
 //! parallel, and so that leftovers of a killed run can be recognised and swept (see [`netns`]).
 
