@@ -1,5 +1,6 @@
 //! Project tasks. `cargo xtask setup | test | lab | fuzz`; each does its own set-up first, idempotently.
 
+mod bench_agent;
 mod cmd;
 mod lab;
 mod setup;
@@ -27,6 +28,8 @@ enum Task {
     },
     /// Set up, then run the whole system on this machine and show what it learned.
     Lab(lab::LabArgs),
+    /// Measure what the kernel programs cost per run under the lab's traffic (see BENCHMARKS.md).
+    BenchAgent(bench_agent::BenchAgentArgs),
     /// Fuzz one target for a while (`cargo xtask fuzz dns_answer --seconds 600`).
     Fuzz {
         #[arg(default_value = "dns_answer")]
@@ -42,6 +45,7 @@ fn main() {
         Task::Setup => setup::run().map(|_| ()),
         Task::Test { fuzz_seconds } => test::run(fuzz_seconds),
         Task::Lab(args) => lab::run(&args),
+        Task::BenchAgent(args) => bench_agent::run(&args),
         Task::Fuzz { target, seconds } => {
             setup::run().and_then(|tools| test::fuzz(&tools, &target, seconds))
         }

@@ -11,8 +11,8 @@
 
 mod agent;
 mod cluster;
-mod spec;
-mod world;
+pub mod spec;
+pub mod world;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -161,7 +161,7 @@ fn step(what: &str) {
 }
 
 /// The cgroup v2 mount, from util-linux's `findmnt` (the agent finds it itself from the mount table).
-fn cgroup2_root() -> Result<PathBuf> {
+pub fn cgroup2_root() -> Result<PathBuf> {
     let target = output(Command::new("findmnt").args(["-n", "-t", "cgroup2", "-o", "TARGET"]))?;
     let first = target.lines().next().context("cgroup v2 is not mounted")?;
     Ok(PathBuf::from(first))
