@@ -13,10 +13,11 @@ pub fn recommend(
     cluster: &Cluster,
     flows: &[ResolvedFlow],
     options: &Options,
+    notes: Vec<String>,
 ) -> Result<String, Error> {
-    Ok(crate::synth::render(&crate::synth::recommend(
-        cluster, flows, options,
-    )))
+    let mut recommendation = crate::synth::recommend(cluster, flows, options);
+    recommendation.notes.extend(notes);
+    Ok(crate::synth::render(&recommendation))
 }
 
 /// Judges connections against one set of policies, compiled once.

@@ -1,20 +1,59 @@
 //! `recommender recommend`: cluster + flows → egress policies (YAML on stdout).
 
+use flow_model::SourceKind;
+
 use super::{engines, inputs, print, RecommendArgs};
 use crate::error::Error;
 use crate::resolve::resolve_all;
 use crate::synth::Options;
 
+/// At most this many resolution notes are repeated in the YAML; all of them are logged.
+const NOTES_IN_OUTPUT: usize = 20;
+
 pub(super) fn run(args: &RecommendArgs) -> Result<i32, Error> {
     let cluster = inputs::cluster(&args.cluster.files)?;
     let records = inputs::flows(&args.flows)?;
-    let resolution = resolve_all(&cluster, &records);
+    // Node processes are outside NetworkPolicy's reach: one line says how many there were.
+    let (host, pods): (Vec<_>, Vec<_>) = records
+        .iter()
+        .partition(|r| r.source.kind == SourceKind::Host);
+    let resolution = resolve_all(&cluster, pods);
     for note in &resolution.notes {
         tracing::warn!("{note}");
     }
-    let yaml = engines::recommend(&cluster, &resolution.flows, &options(args))?;
+    let yaml = engines::recommend(
+        &cluster,
+        &resolution.flows,
+        &options(args),
+        output_notes(host.len(), &resolution.notes),
+    )?;
     print(&yaml)?;
     Ok(0)
+}
+
+/// What the reader of the policies must know about the flows they do not cover: a caller that
+/// could not be resolved gets no egress rule, and (with --with-ingress) is not among the callers
+/// its destination's ingress policy admits.
+fn output_notes(host_records: usize, notes: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    if host_records > 0 {
+        out.push(format!(
+            "{host_records} flow records of node processes skipped: NetworkPolicy does not apply to them"
+        ));
+    }
+    if !notes.is_empty() {
+        out.push(format!(
+            "{} flow records are not covered by these policies (could not be resolved){}:",
+            notes.len(),
+            if notes.len() > NOTES_IN_OUTPUT {
+                format!("; the first {NOTES_IN_OUTPUT}, all are on stderr")
+            } else {
+                String::new()
+            }
+        ));
+        out.extend(notes.iter().take(NOTES_IN_OUTPUT).map(|n| format!("  {n}")));
+    }
+    out
 }
 
 fn options(args: &RecommendArgs) -> Options {
