@@ -9,11 +9,13 @@
 //!
 //! Each workload (100 per namespace) makes 100 distinct edges: DNS, the API server, 10 other
 //! workloads (half of them in other namespaces) on 5 ports each, and 24 external addresses on 2
-//! ports each. Peak memory is `getrusage(RUSAGE_SELF).ru_maxrss`, read after each phase, so the
+//! ports each. The input is shared the way a `Resolver` shares it: one `Arc` per source workload
+//! and per distinct peer, one record per flow edge. Peak memory is `getrusage(RUSAGE_SELF).ru_maxrss`, read after each phase, so the
 //! figures show what the input itself takes and what synthesis and verification add.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use flow_model::{FlowRecord, Outcome, Protocol, WorkloadRef};
@@ -58,7 +60,7 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
             "first_seen":"2026-11-26T16:00:00Z","last_seen":"2026-11-26T17:00:00Z","count":1,"outcome":"established"}"#,
     )
     .unwrap();
-    let dns = Peer::Pods {
+    let dns = Arc::new(Peer::Pods {
         namespace: "kube-system".into(),
         workload: WorkloadRef {
             kind: "Deployment".into(),
@@ -67,26 +69,38 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
         selector: BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]),
         service: Some("kube-dns".into()),
         cluster_dns: true,
-    };
+    });
+    let apiserver = Arc::new(Peer::ApiServer {
+        ip: IpAddr::V4(Ipv4Addr::new(172, 18, 0, 2)),
+    });
+    // Each workload as a peer, reached directly (not through a Service).
+    let pods: Vec<Arc<Peer>> = (0..workloads)
+        .map(|j| {
+            Arc::new(Peer::Pods {
+                namespace: namespace(j),
+                workload: WorkloadRef {
+                    kind: "Deployment".into(),
+                    name: name(j),
+                },
+                selector: selector(j),
+                service: None,
+                cluster_dns: false,
+            })
+        })
+        .collect();
     let mut flows = Vec::with_capacity(workloads * per_workload);
     for i in 0..workloads {
-        let source = SourceWorkload {
+        let source = Arc::new(SourceWorkload {
             namespace: namespace(i),
             workload: WorkloadRef {
                 kind: "Deployment".into(),
                 name: name(i),
             },
             selector: selector(i),
-        };
-        let mut edges: Vec<(Peer, u16, Protocol)> = Vec::with_capacity(per_workload);
-        edges.push((dns.clone(), 53, Protocol::Udp));
-        edges.push((
-            Peer::ApiServer {
-                ip: IpAddr::V4(Ipv4Addr::new(172, 18, 0, 2)),
-            },
-            6443,
-            Protocol::Tcp,
-        ));
+        });
+        let mut edges: Vec<(Arc<Peer>, u16, Protocol)> = Vec::with_capacity(per_workload);
+        edges.push((Arc::clone(&dns), 53, Protocol::Udp));
+        edges.push((Arc::clone(&apiserver), 6443, Protocol::Tcp));
         let mut k = 0usize;
         while edges.len() < per_workload {
             if k < 10 {
@@ -99,16 +113,7 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
                 let j = j.min(workloads - 1);
                 for p in 0..5u16 {
                     edges.push((
-                        Peer::Pods {
-                            namespace: namespace(j),
-                            workload: WorkloadRef {
-                                kind: "Deployment".into(),
-                                name: name(j),
-                            },
-                            selector: selector(j),
-                            service: None,
-                            cluster_dns: false,
-                        },
+                        Arc::clone(&pods[j]),
                         8000 + (k as u16) * 10 + p,
                         Protocol::Tcp,
                     ));
@@ -117,15 +122,12 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
                 // external addresses from 100.64.0.0/10, 24 per workload
                 let n = (i * 24 + (k - 10) % 24) as u32;
                 let ip = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + n));
+                let peer = Arc::new(Peer::External {
+                    ip,
+                    dns_names: Vec::new(),
+                });
                 for port in [443, 8443 + ((k % 3) as u16)] {
-                    edges.push((
-                        Peer::External {
-                            ip,
-                            dns_names: Vec::new(),
-                        },
-                        port,
-                        Protocol::Tcp,
-                    ));
+                    edges.push((Arc::clone(&peer), port, Protocol::Tcp));
                 }
             }
             k += 1;
@@ -139,11 +141,11 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
                 record.outcome = Outcome::Sent;
             }
             flows.push(ResolvedFlow {
-                source: source.clone(),
+                source: Arc::clone(&source),
                 peer,
                 port,
                 protocol,
-                record,
+                record: Arc::new(record),
             });
         }
     }
@@ -199,7 +201,7 @@ fn main() {
             .entry(f.source.workload.name.as_str())
             .or_insert_with(|| endpoint(&f.source.namespace, &f.source.selector))
             .clone();
-        let to = match &f.peer {
+        let to = match &*f.peer {
             Peer::Pods {
                 namespace,
                 selector,

@@ -27,8 +27,9 @@
 //!
 //! [`connections_for`] reads the same cluster the same way for the evaluator.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use flow_model::{Destination, FlowRecord, Protocol, SourceKind, WorkloadRef};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
@@ -78,14 +79,18 @@ pub enum Peer {
 
 /// One flow after resolution. A Service destination with several backend workloads yields one
 /// `ResolvedFlow` per (workload, targetPort).
+///
+/// Source, peer and record are shared, not owned: a [`Resolver`] hands out one `Arc` per distinct
+/// source workload and per distinct peer, and one record `Arc` for all the flows of a record, so
+/// a million flows between a few thousand workloads cost little more than the million records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedFlow {
-    pub source: SourceWorkload,
-    pub peer: Peer,
+    pub source: Arc<SourceWorkload>,
+    pub peer: Arc<Peer>,
     /// The port the destination receives on (targetPort for Services).
     pub port: u16,
     pub protocol: Protocol,
-    pub record: FlowRecord,
+    pub record: Arc<FlowRecord>,
 }
 
 /// The flows one record (or several) resolved to, and notes on what was left out and why.
@@ -209,32 +214,59 @@ pub(crate) fn source_workload(
 /// they receive on, or why there are none, and notes on backends left out. An
 /// [`Peer::External`] for the address itself carries no DNS names here: they come from each
 /// record ([`DestinationPeers::for_record`]).
+///
+/// Peers are interned in `known` (one `Arc` per distinct peer, across destinations).
 #[derive(Clone, Debug)]
 pub(crate) struct DestinationPeers {
-    pub peers: Result<Vec<(Peer, u16)>, String>,
+    pub peers: Result<Vec<(Arc<Peer>, u16)>, String>,
     pub notes: Vec<String>,
 }
 
+/// The shared copy of `value` in `known`, added when new.
+pub(crate) fn intern<T: Ord>(known: &mut BTreeSet<Arc<T>>, value: T) -> Arc<T> {
+    if let Some(shared) = known.get(&value) {
+        return Arc::clone(shared);
+    }
+    let shared = Arc::new(value);
+    known.insert(Arc::clone(&shared));
+    shared
+}
+
 impl DestinationPeers {
-    pub fn new(cluster: &Cluster, ip: IpAddr, port: u16, protocol: Protocol) -> Self {
+    pub fn new(
+        cluster: &Cluster,
+        (ip, port, protocol): (IpAddr, u16, Protocol),
+        known: &mut BTreeSet<Arc<Peer>>,
+    ) -> Self {
         let mut notes = Vec::new();
         let peers =
             peers(cluster, ip, port, protocol, &mut |note| notes.push(note)).map(|mut peers| {
                 peers.sort();
                 peers.dedup();
                 peers
+                    .into_iter()
+                    .map(|(peer, port)| (intern(known, peer), port))
+                    .collect()
             });
         DestinationPeers { peers, notes }
     }
 
     /// The peers of `destination`, with its DNS names on the external peer that is the address
     /// itself.
-    pub fn for_record(&self, destination: &Destination) -> Result<Vec<(Peer, u16)>, String> {
+    pub fn for_record(
+        &self,
+        destination: &Destination,
+        known: &mut BTreeSet<Arc<Peer>>,
+    ) -> Result<Vec<(Arc<Peer>, u16)>, String> {
         let mut peers = self.peers.clone()?;
+        if destination.dns_names.is_empty() {
+            return Ok(peers);
+        }
         for (peer, _) in &mut peers {
-            if let Peer::External { ip, dns_names } = peer {
-                if *ip == destination.ip {
-                    dns_names.clone_from(&destination.dns_names);
+            if let Peer::External { ip, .. } = **peer {
+                if ip == destination.ip {
+                    let dns_names = destination.dns_names.clone();
+                    *peer = intern(known, Peer::External { ip, dns_names });
                 }
             }
         }

@@ -17,9 +17,12 @@ fn peers(c: &Cluster, record: &FlowRecord) -> Vec<(Peer, u16)> {
     assert!(r.notes.is_empty(), "{:?}", r.notes);
     for f in &r.flows {
         assert_eq!(f.protocol, record.destination.protocol);
-        assert_eq!(&f.record, record);
+        assert_eq!(&*f.record, record);
     }
-    r.flows.into_iter().map(|f| (f.peer, f.port)).collect()
+    r.flows
+        .into_iter()
+        .map(|f| (Peer::clone(&f.peer), f.port))
+        .collect()
 }
 
 fn pods_peer(
@@ -53,7 +56,7 @@ fn source_is_the_pods_workload_and_selector() {
     let c = fixture::cluster();
     let r = resolve::resolve(&c, &flow(WEB, "198.18.0.10", 443, "TCP"));
     assert_eq!(
-        r.flows[0].source,
+        *r.flows[0].source,
         SourceWorkload {
             namespace: "shop".into(),
             workload: workload("Deployment", "web"),
@@ -98,7 +101,7 @@ fn cluster_dns_without_pods_in_the_snapshot_still_resolves() {
     assert_eq!(
         r.flows
             .iter()
-            .map(|f| (f.peer.clone(), f.port))
+            .map(|f| (Peer::clone(&f.peer), f.port))
             .collect::<Vec<_>>(),
         [(
             pods_peer(
@@ -473,11 +476,16 @@ fn a_resolver_memoizes_without_mixing_records_up() {
     let names: Vec<_> = all
         .flows
         .iter()
-        .filter_map(|f| match &f.peer {
+        .filter_map(|f| match &*f.peer {
             Peer::External { dns_names, .. } => Some(dns_names[0].as_str()),
             _ => None,
         })
         .collect();
     assert_eq!(names, ["a.example.test", "b.example.test"]);
     assert_eq!(all.notes.len(), 2, "{:?}", all.notes);
+    // The two replicas of web are one shared source.
+    assert!(std::sync::Arc::ptr_eq(
+        &all.flows[0].source,
+        &all.flows[1].source
+    ));
 }

@@ -3,6 +3,8 @@
 
 mod synth_common;
 
+use std::sync::Arc;
+
 use flow_model::{Outcome, Protocol};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use recommender::cluster::Cluster;
@@ -426,14 +428,14 @@ fn names_are_disambiguated_and_bounded() {
 #[test]
 fn empty_selectors_and_host_network_are_skipped_with_a_note() {
     let mut empty = source("ns", "Deployment", "bare");
-    empty.selector.clear();
+    Arc::make_mut(&mut empty).selector.clear();
     let mut host = flow(
         &source("ns", "DaemonSet", "agent"),
         dns(),
         53,
         Protocol::Udp,
     );
-    host.record.source.host_network = true;
+    Arc::make_mut(&mut host.record).source.host_network = true;
     let flows = vec![flow(&empty, dns(), 53, Protocol::Udp), host];
     let yaml = render(&recommend(&Cluster::default(), &flows, &Options::default()));
     assert!(!yaml.contains("kind:"), "{yaml}");

@@ -3,17 +3,22 @@
 //! Services), and each lookup is a scan of the cluster's objects, so batches (`recommend`,
 //! `verify`, a server's ingest) resolve each distinct source and destination once.
 //!
+//! Every flow it resolves shares its source and peer with the others of the same workload and
+//! peer (one `Arc` each, interned), and its record with the other flows of that record.
+//!
 //! The memo is only valid for one state of the cluster; holding `&Cluster` makes the borrow
 //! checker enforce that.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use flow_model::{FlowRecord, Protocol, SourceKind, WorkloadRef};
 
 use super::connections::{source_endpoint, targets, Connections, Targets};
 use super::{
-    describe, source_workload, DestinationPeers, Resolution, ResolvedFlow, SourceWorkload,
+    describe, intern, source_workload, DestinationPeers, Peer, Resolution, ResolvedFlow,
+    SourceWorkload,
 };
 use crate::cluster::Cluster;
 use crate::policy::Endpoint;
@@ -52,8 +57,12 @@ fn destination_key(record: &FlowRecord) -> DestinationKey {
 /// Resolves records against one cluster; see the module comment.
 pub struct Resolver<'c> {
     cluster: &'c Cluster,
-    sources: HashMap<SourceKey, Result<SourceWorkload, String>>,
+    sources: HashMap<SourceKey, Result<Arc<SourceWorkload>, String>>,
     destinations: HashMap<DestinationKey, DestinationPeers>,
+    /// Every distinct source workload and peer handed out, to share them across keys (the pods
+    /// of a workload have keys of their own, and so does each port of a peer).
+    known_sources: BTreeSet<Arc<SourceWorkload>>,
+    known_peers: BTreeSet<Arc<Peer>>,
     /// By source and address family (a pod's address depends on it).
     source_endpoints: HashMap<(SourceKey, bool), Result<Endpoint, String>>,
     targets: HashMap<DestinationKey, Targets>,
@@ -65,6 +74,8 @@ impl<'c> Resolver<'c> {
             cluster,
             sources: HashMap::new(),
             destinations: HashMap::new(),
+            known_sources: BTreeSet::new(),
+            known_peers: BTreeSet::new(),
             source_endpoints: HashMap::new(),
             targets: HashMap::new(),
         }
@@ -75,34 +86,38 @@ impl<'c> Resolver<'c> {
         let cluster = self.cluster;
         let mut out = Resolution::default();
         let prefix = describe(record);
-        let source = self
-            .sources
-            .entry(source_key(record))
-            .or_insert_with(|| source_workload(cluster, record));
+        let known_sources = &mut self.known_sources;
+        let source = self.sources.entry(source_key(record)).or_insert_with(|| {
+            source_workload(cluster, record).map(|source| intern(known_sources, source))
+        });
         let source = match source {
-            Ok(source) => source.clone(),
+            Ok(source) => Arc::clone(source),
             Err(why) => {
                 out.notes.push(format!("{prefix}: {why}"));
                 return out;
             }
         };
         let d = &record.destination;
+        let known_peers = &mut self.known_peers;
         let destination = self
             .destinations
             .entry(destination_key(record))
-            .or_insert_with(|| DestinationPeers::new(cluster, d.ip, d.port, d.protocol));
+            .or_insert_with(|| {
+                DestinationPeers::new(cluster, destination_key(record), known_peers)
+            });
         out.notes
             .extend(destination.notes.iter().map(|n| format!("{prefix}: {n}")));
-        match destination.for_record(d) {
+        match destination.for_record(d, known_peers) {
             Ok(peers) => {
+                let shared = Arc::new(record.clone());
                 out.flows = peers
                     .into_iter()
                     .map(|(peer, port)| ResolvedFlow {
-                        source: source.clone(),
+                        source: Arc::clone(&source),
                         peer,
                         port,
                         protocol: d.protocol,
-                        record: record.clone(),
+                        record: Arc::clone(&shared),
                     })
                     .collect();
             }

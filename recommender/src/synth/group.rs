@@ -112,7 +112,7 @@ pub fn egress_plan(
 ) -> WorkloadEgress {
     let mut peers: BTreeMap<PeerKey, PeerAcc> = BTreeMap::new();
     for flow in flows {
-        let key = match &flow.peer {
+        let key = match &*flow.peer {
             Peer::Pods {
                 namespace,
                 selector,
@@ -148,7 +148,7 @@ pub fn egress_plan(
         } else {
             port.failures.insert(flow.record.outcome);
         }
-        match &flow.peer {
+        match &*flow.peer {
             Peer::Pods {
                 namespace,
                 workload,
@@ -176,7 +176,7 @@ pub fn egress_plan(
         "workload",
         format!("{}/{}", source.workload.kind, source.workload.name),
     );
-    annotate_window(&mut plan, flows.iter().map(|f| &f.record));
+    annotate_window(&mut plan, flows.iter().map(|f| &*f.record));
 
     let externals: Vec<(IpAddr, &PeerAcc)> = peers
         .iter()
@@ -262,7 +262,7 @@ pub fn egress_plan(
         .any(|acc| acc.cluster_dns || acc.ports.keys().any(|(_, port)| *port == 53));
     let resolved_names = flows.iter().any(|f| {
         !f.record.destination.dns_names.is_empty()
-            || matches!(&f.peer, Peer::External { dns_names, .. } if !dns_names.is_empty())
+            || matches!(&*f.peer, Peer::External { dns_names, .. } if !dns_names.is_empty())
     });
     if resolved_names && !has_dns {
         let mut dns = super::namespace::dns_peer(ctx, &source.namespace);
@@ -499,11 +499,11 @@ mod tests {
             "outcome":outcome}))
         .unwrap();
         ResolvedFlow {
-            source: source("web"),
-            peer,
+            source: source("web").into(),
+            peer: peer.into(),
             port,
             protocol: Protocol::Tcp,
-            record,
+            record: std::sync::Arc::new(record),
         }
     }
 

@@ -36,7 +36,7 @@ pub fn ingress_plans(
             selector,
             cluster_dns,
             ..
-        } = &flow.peer
+        } = &*flow.peer
         {
             if (*cluster_dns && !ctx.options.ingress_for_cluster_services) || !wanted(namespace) {
                 continue;
@@ -63,7 +63,7 @@ pub fn ingress_plans(
         let mut plan = PolicyPlan::new(name, namespace.to_owned(), Direction::Ingress);
         plan.selector = selector.clone();
         plan.annotate("workload", format!("{}/{}", workload.kind, workload.name));
-        annotate_window(&mut plan, flows.iter().map(|f| &f.record));
+        annotate_window(&mut plan, flows.iter().map(|f| &*f.record));
         plan.comments.push(format!(
             "ingress to {} from its observed in-cluster callers only",
             workload_label(namespace, workload)
@@ -78,7 +78,7 @@ pub fn ingress_plans(
         // The DNS pods receive what the sources' egress rules allow them to send: both protocols.
         let is_dns = flows.iter().any(|f| {
             matches!(
-                f.peer,
+                *f.peer,
                 Peer::Pods {
                     cluster_dns: true,
                     ..

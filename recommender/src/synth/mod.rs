@@ -226,7 +226,7 @@ impl<'a> Context<'a> {
                 selector,
                 cluster_dns: true,
                 ..
-            } = &f.peer
+            } = &*f.peer
             {
                 if namespace == DNS_NAMESPACE && !selector.is_empty() {
                     observed_selector =

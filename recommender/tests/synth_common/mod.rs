@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 
 use flow_model::{FlowRecord, Outcome, Protocol, WorkloadRef};
 use recommender::resolve::{Peer, ResolvedFlow, SourceWorkload};
@@ -23,12 +24,13 @@ pub fn workload(kind: &str, name: &str) -> WorkloadRef {
     }
 }
 
-pub fn source(ns: &str, kind: &str, name: &str) -> SourceWorkload {
-    SourceWorkload {
+/// A source workload, shared by its flows as the resolver shares it.
+pub fn source(ns: &str, kind: &str, name: &str) -> Arc<SourceWorkload> {
+    Arc::new(SourceWorkload {
         namespace: ns.into(),
         workload: workload(kind, name),
         selector: labels(&[("app", name)]),
-    }
+    })
 }
 
 pub fn pods(ns: &str, kind: &str, name: &str, service: Option<&str>) -> Peer {
@@ -80,7 +82,7 @@ pub fn record(
 }
 
 /// A flow with an established (TCP) or sent (UDP) outcome.
-pub fn flow(src: &SourceWorkload, peer: Peer, port: u16, protocol: Protocol) -> ResolvedFlow {
+pub fn flow(src: &Arc<SourceWorkload>, peer: Peer, port: u16, protocol: Protocol) -> ResolvedFlow {
     let outcome = if protocol == Protocol::Udp {
         Outcome::Sent
     } else {
@@ -90,7 +92,7 @@ pub fn flow(src: &SourceWorkload, peer: Peer, port: u16, protocol: Protocol) -> 
 }
 
 pub fn flow_with(
-    src: &SourceWorkload,
+    src: &Arc<SourceWorkload>,
     peer: Peer,
     port: u16,
     protocol: Protocol,
@@ -101,11 +103,11 @@ pub fn flow_with(
         Peer::Pods { .. } => "10.244.1.10".parse().unwrap(),
     };
     ResolvedFlow {
-        source: src.clone(),
-        peer,
+        source: Arc::clone(src),
+        peer: Arc::new(peer),
         port,
         protocol,
-        record: record(src, ip, port, protocol, outcome, 1),
+        record: Arc::new(record(src, ip, port, protocol, outcome, 1)),
     }
 }
 
