@@ -9,7 +9,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::{command, exec, is_root, workspace_root};
 use crate::lab::cgroup2_root;
-use crate::lab::spec::WEB;
+use crate::lab::spec::{DNS_RECORDS, EXTERNAL_IPS, SERVICES, WEB};
 use crate::lab::world::World;
 use crate::setup;
 
@@ -56,15 +56,23 @@ pub fn run(args: &BenchAgentArgs) -> Result<()> {
     }
     let n = args.connects;
     let lookups = n / 10;
+    // The api Service (kube-proxy's DNAT to its pod), the external host, the api's DNS name.
+    let api = SERVICES
+        .iter()
+        .find(|s| s.name == "api")
+        .context("the lab declares the api Service")?;
+    let (api_ip, api_port) = (api.cluster_ip, api.ports[0].1);
+    let external = EXTERNAL_IPS[0];
+    let (api_name, _) = DNS_RECORDS[0];
     let script = format!(
         "import socket,time\n\
          t=time.monotonic()\n\
          for i in range({n}):\n\
-         \x20socket.create_connection(('10.96.0.20',80),timeout=5).close()\n\
+         \x20socket.create_connection(('{api_ip}',{api_port}),timeout=5).close()\n\
          tcp=time.monotonic()-t\n\
          u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-         for i in range({n}): u.sendto(b'x',('198.18.0.10',9999))\n\
-         for i in range({lookups}): socket.getaddrinfo('api.shop.svc.cluster.local',80,socket.AF_INET,socket.SOCK_STREAM)\n\
+         for i in range({n}): u.sendto(b'x',('{external}',9999))\n\
+         for i in range({lookups}): socket.getaddrinfo('{api_name}',{api_port},socket.AF_INET,socket.SOCK_STREAM)\n\
          print(f'{n} TCP connects in {{tcp:.2f}} s, {n} UDP datagrams, {lookups} DNS lookups')\n"
     );
     let traffic = world.in_pod(&WEB, "python3", &["-c", &script]).output()?;

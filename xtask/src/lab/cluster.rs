@@ -88,19 +88,13 @@ fn service(s: &ServiceSpec) -> Vec<Value> {
         .iter()
         .map(|(name, port, target, proto)| json!({"name": name, "port": port, "targetPort": target, "protocol": proto}))
         .collect();
-    let backends: Vec<&&PodSpec> = PODS
-        .iter()
-        .filter(|p| s.selector.iter().all(|(k, v)| p.label(k) == Some(*v)))
-        .collect();
+    let backends: Vec<&PodSpec> = s.backends().collect();
     // EndpointSlice ports carry the targetPort resolved on the backends, under the Service port's name.
     let slice_ports: Vec<Value> = s
         .ports
         .iter()
         .filter_map(|(name, _, target, proto)| {
-            let number = backends
-                .iter()
-                .find_map(|p| p.ports.iter().find(|(n, _, pr)| n == target && pr == proto))?
-                .1;
+            let number = backends.iter().find_map(|p| p.port_number(target, proto))?;
             Some(json!({"name": name, "port": number, "protocol": proto}))
         })
         .collect();

@@ -116,7 +116,25 @@ pub const DNS_RECORDS: &[(&str, &str)] = &[
 ];
 pub const DNS_CNAMES: &[(&str, &str)] = &[("www.example.test", "api.example.test")];
 
+impl ServiceSpec {
+    /// The lab's pods this Service selects.
+    pub fn backends(&self) -> impl Iterator<Item = &'static PodSpec> + '_ {
+        PODS.iter()
+            .copied()
+            .filter(|p| self.selector.iter().all(|(k, v)| p.label(k) == Some(*v)))
+    }
+}
+
 impl PodSpec {
+    /// The number of the container port named `name` for `protocol`: a named targetPort resolved
+    /// on this pod, as the kubelet and kube-proxy resolve it.
+    pub fn port_number(&self, name: &str, protocol: &str) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|(n, _, p)| *n == name && *p == protocol)
+            .map(|(_, number, _)| *number)
+    }
+
     /// The pod's own selector labels, less the controller's hash labels.
     pub fn label(&self, key: &str) -> Option<&'static str> {
         self.labels.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)

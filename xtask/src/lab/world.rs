@@ -157,15 +157,13 @@ impl World {
         );
         for service in SERVICES {
             for (_, port, target, proto) in service.ports {
-                let backend = PODS
-                    .iter()
-                    .find(|p| service.selector.iter().all(|(k, v)| p.label(k) == Some(*v)))
+                let backend = service
+                    .backends()
+                    .next()
                     .context("every lab Service has a backend")?;
-                let (_, number, _) = backend
-                    .ports
-                    .iter()
-                    .find(|(n, _, pr)| n == target && pr == proto)
-                    .context("named targetPort")?;
+                let number = backend
+                    .port_number(target, proto)
+                    .context("every lab targetPort names a container port")?;
                 let l4 = proto.to_ascii_lowercase();
                 rules += &format!(
                     "  ip daddr {} {l4} dport {port} dnat to {}:{number}\n",
