@@ -81,6 +81,7 @@ fn delta(key: &FlowKey, previous: Option<&FlowValue>, now: &FlowValue) -> Option
         established: v.established.into(),
         refused: v.refused.into(),
         timeout: v.timed_out.into(),
+        preexisting: 0,
     };
     let fresh = match previous {
         None => true,
@@ -111,6 +112,7 @@ fn delta(key: &FlowKey, previous: Option<&FlowValue>, now: &FlowValue) -> Option
             established: o_now.established - o_prev.established,
             refused: o_now.refused - o_prev.refused,
             timeout: o_now.timeout - o_prev.timeout,
+            preexisting: 0,
         },
         // New events happened after the previously reported last one; starting the interval
         // there keeps merged records exact (merge takes the minimum first_seen).
