@@ -9,6 +9,8 @@
 //! `unknown`, so an older recommender accepts a newer agent. What a reader refuses is a record that
 //! contradicts itself ([`FlowRecord::check`]).
 
+pub mod batch;
+
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::net::IpAddr;
