@@ -51,7 +51,7 @@ fn not_failed(record: &FlowRecord) -> bool {
     record.outcomes.established > 0
         || matches!(
             record.outcome,
-            Outcome::Established | Outcome::Sent | Outcome::Unknown
+            Outcome::Established | Outcome::Preexisting | Outcome::Sent | Outcome::Unknown
         )
 }
 
