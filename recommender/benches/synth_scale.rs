@@ -22,7 +22,7 @@ use flow_model::{FlowRecord, Outcome, Protocol, WorkloadRef};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use recommender::cluster::Cluster;
 use recommender::policy::{Connection, Endpoint, PolicySet};
-use recommender::resolve::{Peer, ResolvedFlow, SourceWorkload};
+use recommender::resolve::{Observation, Peer, ResolvedFlow, SourceWorkload};
 use recommender::synth::{recommend, render, Options};
 
 fn max_rss_mib() -> f64 {
@@ -122,10 +122,7 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
                 // external addresses from 100.64.0.0/10, 24 per workload
                 let n = (i * 24 + (k - 10) % 24) as u32;
                 let ip = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(100, 64, 0, 0)) + n));
-                let peer = Arc::new(Peer::External {
-                    ip,
-                    dns_names: Vec::new(),
-                });
+                let peer = Arc::new(Peer::External { ip, service: None });
                 for port in [443, 8443 + ((k % 3) as u16)] {
                     edges.push((Arc::clone(&peer), port, Protocol::Tcp));
                 }
@@ -145,7 +142,7 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
                 peer,
                 port,
                 protocol,
-                record: Arc::new(record),
+                observed: Arc::new(Observation::of(&record)),
             });
         }
     }

@@ -5,17 +5,18 @@
 //! `error: ...` on stderr. Notes (objects or flows skipped, and why) go to stderr as log lines
 //! (`RUST_LOG` adjusts them; default `warn`).
 //!
-//! One file per command: `recommend`, `verify`, `evaluate`; `engines` is the seam to the
-//! synthesis and the evaluator; `inputs` reads the files every command shares.
+//! One file per command: `recommend`, `verify`, `evaluate`; `inputs` reads the files every command
+//! shares. The commands call the library (`resolve`, `synth`, `policy::Evaluator`) and map its
+//! errors to exit codes here, at the edge.
 
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
 use crate::synth::{Format, InternetEgress};
 
-mod engines;
 mod evaluate;
 mod inputs;
 mod recommend;
@@ -65,7 +66,8 @@ struct RecommendArgs {
     /// With --with-ingress, also for shared cluster services (cluster DNS).
     #[arg(long)]
     ingress_for_cluster_services: bool,
-    #[arg(long, value_enum, default_value_t = Format::Networkpolicy)]
+    /// networkpolicy (networking.k8s.io/v1) or cilium (cilium.io/v2, with toFQDNs).
+    #[arg(long, default_value = "networkpolicy", value_parser = format_parser())]
     format: Format,
     /// Widen external addresses to these prefix lengths: `V4` or `V4,V6` (e.g. `24` or `24,56`).
     /// Deliberate widening: the policy then allows addresses nobody was seen to call.
@@ -80,7 +82,9 @@ struct RecommendArgs {
     /// Above this many external addresses a workload gets internet egress instead.
     #[arg(long, value_name = "N")]
     max_external_peers: Option<usize>,
-    #[arg(long, value_enum)]
+    /// How a workload over --max-external-peers gets internet egress: cidr (0.0.0.0/0 less the
+    /// cluster) or label (a namespace policy for pods labelled networking/allow-internet-egress).
+    #[arg(long, value_parser = internet_egress_parser())]
     internet_egress: Option<InternetEgress>,
     /// Pod and Service ranges kept out of internet egress (default: derived from the cluster).
     #[arg(long = "cluster-cidr", value_name = "CIDR")]
@@ -187,6 +191,15 @@ fn print(text: &str) -> Result<(), Error> {
             source,
         }),
     }
+}
+
+/// `--format`: the library's formats by name (the library itself knows nothing of clap).
+fn format_parser() -> impl TypedValueParser<Value = Format> {
+    PossibleValuesParser::new(Format::NAMES).map(|name| name.parse().expect("one of NAMES"))
+}
+
+fn internet_egress_parser() -> impl TypedValueParser<Value = InternetEgress> {
+    PossibleValuesParser::new(InternetEgress::NAMES).map(|name| name.parse().expect("one of NAMES"))
 }
 
 /// `--cidr-prefix V4[,V6]`: prefix lengths for IPv4 and, optionally, IPv6.

@@ -41,4 +41,7 @@ pub enum Error {
     /// A command-line value that makes no sense (`--from nosuch/pod`, `--port 0`, ...).
     #[error("{0}")]
     BadInput(String),
+    /// Policies to judge with that the API server would reject.
+    #[error(transparent)]
+    InvalidPolicies(#[from] crate::policy::InvalidPolicies),
 }

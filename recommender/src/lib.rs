@@ -7,6 +7,7 @@
 //! - [`synth`]: one egress NetworkPolicy per source workload, rendered as deterministic YAML.
 //! - [`policy`]: the NetworkPolicy evaluator behind `verify` and `evaluate`.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod cluster;
 pub mod error;

@@ -7,7 +7,7 @@ use fixture::{flow, ip, labels, workload};
 use flow_model::{FlowRecord, Protocol, WorkloadRef};
 use recommender::cluster::Cluster;
 use recommender::policy::Endpoint;
-use recommender::resolve::{self, Peer, SourceWorkload};
+use recommender::resolve::{self, Observation, Peer, SourceWorkload};
 
 const WEB: &str = "shop/web-5d8f7c9b4-x2k4q";
 
@@ -17,7 +17,7 @@ fn peers(c: &Cluster, record: &FlowRecord) -> Vec<(Peer, u16)> {
     assert!(r.notes.is_empty(), "{:?}", r.notes);
     for f in &r.flows {
         assert_eq!(f.protocol, record.destination.protocol);
-        assert_eq!(&*f.record, record);
+        assert_eq!(*f.observed, Observation::of(record));
     }
     r.flows
         .into_iter()
@@ -254,9 +254,10 @@ fn headless_service_pods_resolve_directly() {
 #[test]
 fn selectorless_service_to_an_external_address() {
     let c = fixture::cluster();
+    // The names the client resolved are the Service's, not this address's.
     let ext = Peer::External {
         ip: ip("198.18.0.50"),
-        dns_names: vec![],
+        service: Some("shop/payments".into()),
     };
     assert_eq!(
         peers(&c, &flow(WEB, "10.96.10.30", 443, "TCP")),
@@ -282,11 +283,11 @@ fn nodes_and_host_network_pods_are_nodes() {
 }
 
 #[test]
-fn anything_else_is_external_with_its_names() {
+fn anything_else_is_external() {
     let c = fixture::cluster();
     let ext = |a: &str| Peer::External {
         ip: ip(a),
-        dns_names: vec!["name.example.test".into()],
+        service: None,
     };
     assert_eq!(
         peers(&c, &flow(WEB, "198.18.0.10", 443, "TCP")),
@@ -477,7 +478,7 @@ fn a_resolver_memoizes_without_mixing_records_up() {
         .flows
         .iter()
         .filter_map(|f| match &*f.peer {
-            Peer::External { dns_names, .. } => Some(dns_names[0].as_str()),
+            Peer::External { .. } => f.observed.dns_names.first().map(String::as_str),
             _ => None,
         })
         .collect();

@@ -146,7 +146,7 @@ fn one_policy_per_workload_with_explicit_types_and_selectors() {
         annotations["egress-recommender.io/observed-from"],
         "2026-11-26T16:01:00Z"
     );
-    assert_eq!(annotations["egress-recommender.io/flows"], "8");
+    assert_eq!(annotations["egress-recommender.io/edges"], "8");
     assert!(annotations["egress-recommender.io/dns-names"]
         .contains("\"198.18.0.10/31\":\"api.example.test\""));
     assert!(annotations["egress-recommender.io/never-succeeded"]
@@ -426,25 +426,14 @@ fn names_are_disambiguated_and_bounded() {
 }
 
 #[test]
-fn empty_selectors_and_host_network_are_skipped_with_a_note() {
+fn empty_selectors_are_skipped_with_a_note() {
     let mut empty = source("ns", "Deployment", "bare");
     Arc::make_mut(&mut empty).selector.clear();
-    let mut host = flow(
-        &source("ns", "DaemonSet", "agent"),
-        dns(),
-        53,
-        Protocol::Udp,
-    );
-    Arc::make_mut(&mut host.record).source.host_network = true;
-    let flows = vec![flow(&empty, dns(), 53, Protocol::Udp), host];
+    let flows = vec![flow(&empty, dns(), 53, Protocol::Udp)];
     let yaml = render(&recommend(&Cluster::default(), &flows, &Options::default()));
     assert!(!yaml.contains("kind:"), "{yaml}");
     assert!(
         yaml.contains("# skipped Deployment ns/bare: no stable labels"),
-        "{yaml}"
-    );
-    assert!(
-        yaml.contains("# skipped DaemonSet ns/agent: hostNetwork"),
         "{yaml}"
     );
 }

@@ -18,6 +18,15 @@ pub fn run(fuzz_seconds: u64) -> Result<()> {
     let tools = setup::run()?;
     exec(command("cargo").args(["fmt", "--all", "--", "--check"]))?;
     exec(command("cargo").args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
+    // The recommender's library core builds without its front ends (no clap, no async runtime).
+    exec(command("cargo").args([
+        "check",
+        "--quiet",
+        "-p",
+        "recommender",
+        "--lib",
+        "--no-default-features",
+    ]))?;
     for (_, target) in FUZZ_TARGETS {
         fuzz(&tools, target, fuzz_seconds)?;
     }

@@ -8,11 +8,10 @@ use std::net::IpAddr;
 use flow_model::Protocol;
 use k8s_openapi::api::core::v1::Pod;
 
-use super::engines::{Evaluator, Judgement};
 use super::{inputs, print, EvaluateArgs};
 use crate::cluster::{is_host_network, pod_ip_like, pod_ips, Cluster};
 use crate::error::Error;
-use crate::policy::{Connection, Endpoint};
+use crate::policy::{Connection, Endpoint, Evaluator, Judgement};
 use crate::resolve::{connections_to, ip_endpoint, pod_endpoint};
 
 /// `--from`/`--to`: a pod of the snapshot, or an address.

@@ -2,10 +2,10 @@
 
 use flow_model::SourceKind;
 
-use super::{engines, inputs, print, RecommendArgs};
+use super::{inputs, print, RecommendArgs};
 use crate::error::Error;
-use crate::resolve::resolve_all;
-use crate::synth::Options;
+use crate::resolve::{merge_edges, resolve_all};
+use crate::synth::{self, Options};
 
 /// At most this many resolution notes are repeated in the YAML; all of them are logged.
 const NOTES_IN_OUTPUT: usize = 20;
@@ -21,13 +21,13 @@ pub(super) fn run(args: &RecommendArgs) -> Result<i32, Error> {
     for note in &resolution.notes {
         tracing::warn!("{note}");
     }
-    let yaml = engines::recommend(
-        &cluster,
-        &resolution.flows,
-        &options(args),
-        output_notes(host.len(), &resolution.notes),
-    )?;
-    print(&yaml)?;
+    // Edges, as the service's store keeps them: the same traffic gives the same bytes either way.
+    let edges = merge_edges(resolution.flows);
+    let mut recommendation = synth::recommend(&cluster, &edges, &options(args));
+    recommendation
+        .notes
+        .extend(output_notes(host.len(), &resolution.notes));
+    print(&synth::render(&recommendation))?;
     Ok(0)
 }
 

@@ -1,9 +1,9 @@
 //! `recommender verify`: every observed flow, through Services as the kernel sends it, judged
 //! against the policies; one line per denied connection on stdout.
 
-use super::engines::Evaluator;
 use super::{inputs, print, VerifyArgs};
 use crate::error::Error;
+use crate::policy::Evaluator;
 use crate::resolve::{describe, Resolver};
 
 pub(super) fn run(args: &VerifyArgs) -> Result<i32, Error> {

@@ -4,9 +4,10 @@
 //! [`Endpoint`]s, a port and a protocol, after any Service translation (NetworkPolicy is enforced
 //! after DNAT, so a ClusterIP never reaches here).
 //!
-//! Main entry: [`PolicySet`], compiled once from the policies; [`PolicySet::allows`] judges one
-//! connection without allocating (for `verify` and monitor mode), [`PolicySet::evaluate`] returns a
-//! [`Verdict`] that says why. [`evaluate`] is a one-shot wrapper.
+//! Main entry: [`Evaluator`], the policies checked (input the API server would reject is an error)
+//! and compiled once into a [`PolicySet`]; [`Evaluator::allows`] judges one connection without
+//! allocating (monitor mode), [`Evaluator::judge`] says why (`verify`, `evaluate`). [`evaluate`] is a
+//! one-shot wrapper.
 //!
 //! Where the API leaves room, this evaluator decides (and the tests pin down):
 //! - ipBlock also matches pod IPs (implementation-defined upstream; most CNIs do), see [`peers`];
@@ -17,18 +18,22 @@
 //! - not modelled: the ingress exception for traffic from the pod's own node (a [`Connection`]
 //!   does not say which node an address is), and loopback, which never reaches policy.
 //!
-//! One file per job: [`endpoint`] (building endpoints, also from k8s Pods), [`selectors`] (label
-//! selectors), [`peers`] (to/from peers and ipBlock), [`ports`] (ports, endPort, named ports),
-//! [`eval`] (policyTypes, isolation, rules), [`verdict`] (the answer and its wording).
+//! One file per job: [`endpoint`] (building endpoints by hand; `resolve` builds them from the
+//! cluster model), [`selectors`] (label selectors), [`peers`] (to/from peers and ipBlock), [`ports`]
+//! (ports, endPort, named ports), [`eval`] (policyTypes, isolation, rules), [`verdict`] (the answer
+//! and its wording), [`evaluator`] (checked, compiled once). The evaluator depends on nothing else
+//! in this crate.
 
 pub mod endpoint;
 pub mod eval;
+pub mod evaluator;
 pub mod peers;
 pub mod ports;
 pub mod selectors;
 pub mod verdict;
 
 pub use eval::{evaluate, PolicySet};
+pub use evaluator::{Evaluator, InvalidPolicies, Judgement};
 pub use verdict::{Direction, DirectionVerdict, Verdict};
 
 use std::collections::BTreeMap;

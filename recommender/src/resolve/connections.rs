@@ -2,13 +2,15 @@
 //! translation (NetworkPolicy is enforced after DNAT, so a connection to a ClusterIP becomes one
 //! connection per backend, on that backend's targetPort).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use flow_model::{FlowRecord, Protocol};
 use k8s_openapi::api::core::v1::Pod;
 
-use super::{record_namespace, source_pod};
-use crate::cluster::{qualified_name, Cluster, IpOwner};
+use super::source::{record_namespace, source_pod};
+use crate::cluster::{is_host_network, named_ports, pod_ips, qualified_name, Cluster, IpOwner};
+use crate::policy::selectors::NAMESPACE_NAME_LABEL;
 use crate::policy::{Connection, Endpoint};
 
 /// The connections one flow stands for.
@@ -21,14 +23,6 @@ pub struct Connections {
     /// Why connections are missing (source not governed by NetworkPolicy, unknown Service port,
     /// no backends), each starting with what was asked.
     pub notes: Vec<String>,
-}
-
-/// The connections of a FlowRecord. Sources are read as [`super::resolve`] reads them: host
-/// processes and hostNetwork pods are skipped with a note; a pod missing from the snapshot is
-/// described from the record (labels, namespace), without an address. For many records, a
-/// [`super::Resolver`] does the same with memoized lookups.
-pub fn connections_for(cluster: &Cluster, record: &FlowRecord) -> Connections {
-    super::Resolver::new(cluster).connections_for(record)
 }
 
 /// The record's source as an endpoint (see [`connections_for`]), or why there is none.
@@ -133,12 +127,12 @@ pub fn connections_to(
 }
 
 /// A pod as an evaluator endpoint for a connection in the family of `family`
-/// ([`Endpoint::from_pod`] with the namespace's labels). A hostNetwork pod is its address; one
+/// ([`endpoint_of_pod`] with the namespace's labels). A hostNetwork pod is its address; one
 /// without an address in that family (it cannot take part in such a connection) is the unspecified
 /// address of that family.
 pub fn pod_endpoint(cluster: &Cluster, pod: &Pod, family: IpAddr) -> Endpoint {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    Endpoint::from_pod(pod, &cluster.namespace_labels(namespace), family.is_ipv6()).unwrap_or(
+    endpoint_of_pod(pod, &cluster.namespace_labels(namespace), family.is_ipv6()).unwrap_or(
         Endpoint::Ip(match family {
             IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
             IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
@@ -152,5 +146,112 @@ pub fn ip_endpoint(cluster: &Cluster, ip: IpAddr) -> Endpoint {
     match cluster.ip_owner(ip) {
         IpOwner::Pod(pod) => pod_endpoint(cluster, pod, ip),
         IpOwner::Node { .. } | IpOwner::Unknown => Endpoint::Ip(ip),
+    }
+}
+
+/// The endpoint a k8s `Pod` is for a connection of one address family (`ipv6`).
+///
+/// - a hostNetwork pod shares its node's address and network namespace: policies neither
+///   select nor isolate it, so it is an [`Endpoint::Ip`] (`None` if it has no address of that
+///   family);
+/// - otherwise a pod with its labels, `namespace_labels` (the name label is implied anyway), the
+///   `status.podIPs` entry of that family, and the named ports of its containers and of its
+///   sidecars (init containers with `restartPolicy: Always`, which keep running and serve).
+///   Container ports without a name cannot be referenced by name and are left out.
+pub fn endpoint_of_pod(
+    pod: &Pod,
+    namespace_labels: &BTreeMap<String, String>,
+    ipv6: bool,
+) -> Option<Endpoint> {
+    let ip = pod_ips(pod).into_iter().find(|ip| ip.is_ipv6() == ipv6);
+    if is_host_network(pod) {
+        return ip.map(Endpoint::Ip);
+    }
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let mut namespace_labels = namespace_labels.clone();
+    namespace_labels.insert(NAMESPACE_NAME_LABEL.to_string(), namespace.clone());
+    Some(Endpoint::Pod {
+        namespace,
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        labels: pod.metadata.labels.clone().unwrap_or_default(),
+        namespace_labels,
+        ip,
+        ports: named_ports(pod),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+
+    #[test]
+    fn from_pod_takes_labels_family_ip_and_named_ports() {
+        let pod: Pod = serde_yaml::from_str(
+            r#"
+metadata: {name: dns-0, namespace: kube-system, labels: {k8s-app: kube-dns}}
+spec:
+  containers:
+  - name: coredns
+    ports:
+    - {name: dns, containerPort: 53, protocol: UDP}
+    - {name: dns-tcp, containerPort: 53}
+    - {containerPort: 8080}
+  initContainers:
+  - {name: setup, ports: [{name: setup, containerPort: 1}]}
+  - {name: proxy, restartPolicy: Always, ports: [{name: proxy, containerPort: 15001}]}
+status:
+  podIP: 10.244.0.10
+  podIPs: [{ip: 10.244.0.10}, {ip: "fd00::10"}]
+"#,
+        )
+        .unwrap();
+        let e = endpoint_of_pod(&pod, &BTreeMap::new(), false).unwrap();
+        let Endpoint::Pod {
+            namespace,
+            labels,
+            namespace_labels,
+            ip,
+            ports,
+            ..
+        } = &e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(namespace, "kube-system");
+        assert_eq!(labels["k8s-app"], "kube-dns");
+        assert_eq!(namespace_labels[NAMESPACE_NAME_LABEL], "kube-system");
+        assert_eq!(*ip, Some("10.244.0.10".parse().unwrap()));
+        let names: Vec<_> = ports
+            .iter()
+            .map(|p| (p.name.as_str(), p.port, p.protocol))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("dns", 53, Protocol::Udp),
+                ("dns-tcp", 53, Protocol::Tcp),
+                ("proxy", 15001, Protocol::Tcp)
+            ]
+        );
+        let v6 = endpoint_of_pod(&pod, &BTreeMap::new(), true).unwrap();
+        assert_eq!(v6.ip(), Some("fd00::10".parse().unwrap()));
+    }
+
+    #[test]
+    fn host_network_pods_are_addresses() {
+        let pod: Pod = serde_yaml::from_str(
+            r#"
+metadata: {name: n, namespace: kube-system}
+spec: {hostNetwork: true, containers: []}
+status: {podIP: 192.168.0.5}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            endpoint_of_pod(&pod, &BTreeMap::new(), false),
+            Some(Endpoint::Ip("192.168.0.5".parse().unwrap()))
+        );
+        assert_eq!(endpoint_of_pod(&pod, &BTreeMap::new(), true), None);
     }
 }

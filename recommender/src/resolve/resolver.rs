@@ -4,7 +4,7 @@
 //! `verify`, a server's ingest) resolve each distinct source and destination once.
 //!
 //! Every flow it resolves shares its source and peer with the others of the same workload and
-//! peer (one `Arc` each, interned), and its record with the other flows of that record.
+//! peer (one `Arc` each, interned), and its observation with the other flows of that record.
 //!
 //! The memo is only valid for one state of the cluster; holding `&Cluster` makes the borrow
 //! checker enforce that.
@@ -16,10 +16,11 @@ use std::sync::Arc;
 use flow_model::{FlowRecord, Protocol, SourceKind, WorkloadRef};
 
 use super::connections::{source_endpoint, targets, Connections, Targets};
-use super::{
-    describe, intern, source_workload, DestinationPeers, Peer, Resolution, ResolvedFlow,
-    SourceWorkload,
-};
+use super::destination::{intern, DestinationPeers};
+use super::model::{Peer, Resolution, ResolvedFlow, SourceWorkload};
+use super::observation::Observation;
+use super::records::describe;
+use super::source::source_workload;
 use crate::cluster::Cluster;
 use crate::policy::Endpoint;
 
@@ -81,7 +82,7 @@ impl<'c> Resolver<'c> {
         }
     }
 
-    /// [`super::resolve`] of one record.
+    /// [`super::resolve()`] of one record.
     pub fn resolve(&mut self, record: &FlowRecord) -> Resolution {
         let cluster = self.cluster;
         let mut out = Resolution::default();
@@ -107,17 +108,17 @@ impl<'c> Resolver<'c> {
             });
         out.notes
             .extend(destination.notes.iter().map(|n| format!("{prefix}: {n}")));
-        match destination.for_record(d, known_peers) {
+        match &destination.peers {
             Ok(peers) => {
-                let shared = Arc::new(record.clone());
+                let observed = Arc::new(Observation::of(record));
                 out.flows = peers
-                    .into_iter()
+                    .iter()
                     .map(|(peer, port)| ResolvedFlow {
                         source: Arc::clone(&source),
-                        peer,
-                        port,
+                        peer: Arc::clone(peer),
+                        port: *port,
                         protocol: d.protocol,
-                        record: Arc::clone(&shared),
+                        observed: Arc::clone(&observed),
                     })
                     .collect();
             }

@@ -13,11 +13,11 @@ use std::collections::BTreeMap;
 
 use flow_model::WorkloadRef;
 
-use super::group::{annotate_window, workload_label};
+use super::context::Context;
 use super::model::{Direction, PeerPlan, PolicyPlan, Target};
 use super::naming;
 use super::ports::PortSet;
-use super::Context;
+use super::rules::{annotate_observed, into_rules, workload_label};
 use crate::resolve::{Peer, ResolvedFlow, SourceWorkload};
 
 /// Ingress plans for the destinations of `flows` whose namespace `wanted` accepts.
@@ -63,7 +63,12 @@ pub fn ingress_plans(
         let mut plan = PolicyPlan::new(name, namespace.to_owned(), Direction::Ingress);
         plan.selector = selector.clone();
         plan.annotate("workload", format!("{}/{}", workload.kind, workload.name));
-        annotate_window(&mut plan, flows.iter().map(|f| &*f.record));
+        annotate_observed(
+            &mut plan,
+            flows
+                .iter()
+                .map(|f| ((&f.source, f.port, f.protocol), &*f.observed)),
+        );
         plan.comments.push(format!(
             "ingress to {} from its observed in-cluster callers only",
             workload_label(namespace, workload)
@@ -102,7 +107,7 @@ pub fn ingress_plans(
                 comments: vec![workload_label(&source.namespace, &source.workload)],
             });
         }
-        plan.rules = super::group::into_rules(rules);
+        plan.rules = into_rules(rules);
         out.push(plan);
     }
     out

@@ -5,7 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
-use super::ports::PortSpec;
+use flow_model::WorkloadRef;
+
+use super::ports::{PortSet, PortSpec};
 
 /// Annotation and label keys.
 pub const ANNOTATION_PREFIX: &str = "egress-recommender.io/";
@@ -100,4 +102,11 @@ impl PolicyPlan {
         self.annotations
             .insert(format!("{ANNOTATION_PREFIX}{key}"), value.into());
     }
+}
+
+/// A workload that needs the `InternetEgress::Label` pattern: its namespace policy must allow
+/// these ports.
+pub struct InternetNeed {
+    pub workload: WorkloadRef,
+    pub ports: PortSet,
 }

@@ -3,25 +3,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::cidr;
-use super::group::InternetNeed;
-use super::model::{Direction, IpOrigin, PeerPlan, PolicyPlan, Target, INTERNET_LABEL};
+use super::context::Context;
+use super::model::{Direction, InternetNeed, PolicyPlan, INTERNET_LABEL};
 use super::naming;
+use super::peers::{dns_peer, internet_peers};
 use super::ports::PortSet;
-use super::Context;
-
-/// The cluster DNS peer as seen from `namespace`.
-pub fn dns_peer(ctx: &Context, namespace: &str) -> PeerPlan {
-    PeerPlan {
-        target: Target::Pods {
-            namespace: (namespace != ctx.dns_namespace).then(|| ctx.dns_namespace.clone()),
-            selector: ctx.dns_selector.clone(),
-        },
-        dns_names: BTreeSet::new(),
-        cluster_dns: true,
-        comments: vec!["cluster DNS".to_owned()],
-    }
-}
+use super::rules::into_rules;
 
 /// `default-deny-all-egress` for `namespace`: isolates every pod for egress and allows DNS to the
 /// cluster DNS pods only (UDP and TCP), so that the per-workload policies are the only other way out.
@@ -36,7 +23,7 @@ pub fn default_deny(ctx: &Context, namespace: &str) -> PolicyPlan {
     ));
     let mut rules = BTreeMap::new();
     rules.insert(ctx.dns_ports.clone(), vec![dns_peer(ctx, namespace)]);
-    plan.rules = super::group::into_rules(rules);
+    plan.rules = into_rules(rules);
     plan
 }
 
@@ -67,24 +54,12 @@ pub fn internet_label(ctx: &Context, namespace: &str, needs: &[InternetNeed]) ->
         serde_json::to_string(&workloads).expect("strings serialize"),
     );
     let ports: PortSet = needs.iter().flat_map(|n| n.ports.iter().copied()).collect();
-    let peers = cidr::internet_blocks(&ctx.cluster_ranges)
-        .into_iter()
-        .map(|(all, except)| PeerPlan {
-            comments: super::group::internet_comments(
-                "everything outside the cluster's pod and Service ranges",
-                &except,
-            ),
-            target: Target::IpBlock {
-                cidr: all,
-                except,
-                origin: IpOrigin::Internet,
-            },
-            dns_names: BTreeSet::new(),
-            cluster_dns: false,
-        })
-        .collect();
+    let peers = internet_peers(
+        ctx,
+        "everything outside the cluster's pod and Service ranges",
+    );
     let mut rules = BTreeMap::new();
     rules.insert(ports, peers);
-    plan.rules = super::group::into_rules(rules);
+    plan.rules = into_rules(rules);
     plan
 }

@@ -9,9 +9,9 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::document::{path, Document, NodeComments, Object, PathPart};
 use super::model::{Direction, PolicyPlan, RulePlan, Target, MANAGED_BY, NAMESPACE_NAME_LABEL};
 use super::ports::PortSpec;
-use super::{path, Document, NodeComments, Object, PathPart};
 
 fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
     LabelSelector {

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use serde_json::Value;
 
-use super::{Document, NodeComments, Object, PathSeg, Recommendation};
+use super::document::{Document, NodeComments, Object, PathSeg, Recommendation};
 
 /// Keys that come first, in this order; all others follow alphabetically.
 const KEY_ORDER: &[&str] = &[

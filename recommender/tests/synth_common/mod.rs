@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use flow_model::{FlowRecord, Outcome, Protocol, WorkloadRef};
-use recommender::resolve::{Peer, ResolvedFlow, SourceWorkload};
+use recommender::resolve::{Observation, Peer, ResolvedFlow, SourceWorkload};
 
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
@@ -53,10 +53,29 @@ pub fn dns() -> Peer {
     }
 }
 
-pub fn external(ip: &str, names: &[&str]) -> Peer {
-    Peer::External {
-        ip: ip.parse().unwrap(),
-        dns_names: names.iter().map(|s| (*s).to_owned()).collect(),
+/// A peer with the names the source resolved for it (they travel with the flow's observation).
+pub struct Dest {
+    pub peer: Peer,
+    pub names: Vec<String>,
+}
+
+impl From<Peer> for Dest {
+    fn from(peer: Peer) -> Dest {
+        Dest {
+            peer,
+            names: Vec::new(),
+        }
+    }
+}
+
+/// An address outside the cluster, reached directly under `names`.
+pub fn external(ip: &str, names: &[&str]) -> Dest {
+    Dest {
+        peer: Peer::External {
+            ip: ip.parse().unwrap(),
+            service: None,
+        },
+        names: names.iter().map(|s| (*s).to_owned()).collect(),
     }
 }
 
@@ -67,12 +86,13 @@ pub fn record(
     protocol: Protocol,
     outcome: Outcome,
     minute: u32,
+    names: &[String],
 ) -> FlowRecord {
     serde_json::from_value(serde_json::json!({
         "node": "node-a",
         "source": {"kind": "pod", "namespace": src.namespace, "pod": format!("{}-0", src.workload.name),
                    "workload": src.workload, "labels": src.selector},
-        "destination": {"ip": ip, "port": port, "protocol": protocol},
+        "destination": {"ip": ip, "port": port, "protocol": protocol, "dns_names": names},
         "first_seen": format!("2026-11-26T16:{minute:02}:00Z"),
         "last_seen": format!("2026-11-26T16:{:02}:00Z", minute + 5),
         "count": 3,
@@ -82,7 +102,12 @@ pub fn record(
 }
 
 /// A flow with an established (TCP) or sent (UDP) outcome.
-pub fn flow(src: &Arc<SourceWorkload>, peer: Peer, port: u16, protocol: Protocol) -> ResolvedFlow {
+pub fn flow(
+    src: &Arc<SourceWorkload>,
+    peer: impl Into<Dest>,
+    port: u16,
+    protocol: Protocol,
+) -> ResolvedFlow {
     let outcome = if protocol == Protocol::Udp {
         Outcome::Sent
     } else {
@@ -93,11 +118,12 @@ pub fn flow(src: &Arc<SourceWorkload>, peer: Peer, port: u16, protocol: Protocol
 
 pub fn flow_with(
     src: &Arc<SourceWorkload>,
-    peer: Peer,
+    peer: impl Into<Dest>,
     port: u16,
     protocol: Protocol,
     outcome: Outcome,
 ) -> ResolvedFlow {
+    let Dest { peer, names } = peer.into();
     let ip: IpAddr = match &peer {
         Peer::ApiServer { ip } | Peer::Node { ip, .. } | Peer::External { ip, .. } => *ip,
         Peer::Pods { .. } => "10.244.1.10".parse().unwrap(),
@@ -107,7 +133,9 @@ pub fn flow_with(
         peer: Arc::new(peer),
         port,
         protocol,
-        record: Arc::new(record(src, ip, port, protocol, outcome, 1)),
+        observed: Arc::new(Observation::of(&record(
+            src, ip, port, protocol, outcome, 1, &names,
+        ))),
     }
 }
 

@@ -1,7 +1,12 @@
-//! Tests of `group`: per-workload egress plans.
+//! Tests of `egress`: per-workload egress plans.
+
+use std::sync::Arc;
+
+use flow_model::{Protocol, WorkloadRef};
 
 use super::*;
 use crate::cluster::Cluster;
+use crate::resolve::{Observation, Peer};
 use crate::synth::Options;
 
 fn labels(app: &str) -> BTreeMap<String, String> {
@@ -20,17 +25,18 @@ fn source(name: &str) -> SourceWorkload {
 }
 
 fn flow(peer: Peer, port: u16, outcome: &str) -> ResolvedFlow {
-    let record = serde_json::from_value(serde_json::json!({"node":"n","source":{"kind":"pod"},
+    let record: flow_model::FlowRecord =
+        serde_json::from_value(serde_json::json!({"node":"n","source":{"kind":"pod"},
         "destination":{"ip":"10.0.0.1","port":port,"protocol":"TCP"},
         "first_seen":"2026-11-26T16:00:00Z","last_seen":"2026-11-26T16:00:00Z","count":1,
         "outcome":outcome}))
-    .unwrap();
+        .unwrap();
     ResolvedFlow {
         source: source("web").into(),
         peer: peer.into(),
         port,
         protocol: Protocol::Tcp,
-        record: std::sync::Arc::new(record),
+        observed: Arc::new(Observation::of(&record)),
     }
 }
 
@@ -50,7 +56,7 @@ fn pods(app: &str, ns: &str) -> Peer {
 fn external(ip: &str) -> Peer {
     Peer::External {
         ip: ip.parse().unwrap(),
-        dns_names: Vec::new(),
+        service: None,
     }
 }
 
@@ -118,16 +124,13 @@ fn ipv4_mapped_addresses_become_ipv4() {
 
 #[test]
 fn resolved_names_imply_cluster_dns_unless_another_resolver_answered() {
-    let named = Peer::External {
-        ip: "198.18.0.1".parse().unwrap(),
-        dns_names: vec!["api.example.test".into()],
-    };
-    let p = plan(&[flow(named.clone(), 443, "established")]);
+    let mut named = flow(external("198.18.0.1"), 443, "established");
+    Arc::make_mut(&mut named.observed)
+        .dns_names
+        .insert("api.example.test".into());
+    let p = plan(std::slice::from_ref(&named));
     assert!(p.rules.iter().flat_map(|r| &r.peers).any(|p| p.cluster_dns));
-    let p = plan(&[
-        flow(named, 443, "established"),
-        flow(external("169.254.20.10"), 53, "sent"),
-    ]);
+    let p = plan(&[named, flow(external("169.254.20.10"), 53, "sent")]);
     assert!(!p.rules.iter().flat_map(|r| &r.peers).any(|p| p.cluster_dns));
 }
 

@@ -1,0 +1,65 @@
+//! Records as the recommender reads them: named for messages, merged by key, and resolved edges
+//! merged by edge.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use flow_model::{FlowRecord, SourceKind};
+
+use super::model::ResolvedFlow;
+
+/// `source → ip:port/PROTO`, to name a record in notes and reports.
+pub fn describe(record: &FlowRecord) -> String {
+    let source = &record.source;
+    let who = match (source.kind, &source.namespace, &source.pod) {
+        (SourceKind::Host, ..) => format!("host {}", record.node),
+        (_, Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+        (_, Some(ns), None) => format!("{ns}/(pod uid {})", source.uid.as_deref().unwrap_or("?")),
+        _ => format!("pod on {}", record.node),
+    };
+    let d = &record.destination;
+    let address = std::net::SocketAddr::new(d.ip, d.port);
+    format!("{who} -> {address}/{}", d.protocol)
+}
+
+/// Records merged by [`FlowRecord::key`] (they are deltas of the same flows), in key order.
+pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowRecord> {
+    let mut merged: BTreeMap<flow_model::FlowKey, FlowRecord> = BTreeMap::new();
+    for record in records {
+        match merged.entry(record.key()) {
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&record),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(record);
+            }
+        }
+    }
+    merged.into_values().collect()
+}
+
+/// Resolved flows merged by edge ([`ResolvedFlow::key`]), their observations folded together, in
+/// edge order. What the store keeps, and what `recommend` synthesizes from, so that both give the
+/// same policies for the same traffic.
+pub fn merge_edges(flows: impl IntoIterator<Item = ResolvedFlow>) -> Vec<ResolvedFlow> {
+    let mut merged: BTreeMap<(Arc<_>, Arc<_>, u16, flow_model::Protocol), ResolvedFlow> =
+        BTreeMap::new();
+    for flow in flows {
+        let key = (
+            Arc::clone(&flow.source),
+            Arc::clone(&flow.peer),
+            flow.port,
+            flow.protocol,
+        );
+        match merged.entry(key) {
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                let edge = e.get_mut();
+                if edge.observed != flow.observed {
+                    Arc::make_mut(&mut edge.observed).merge(&flow.observed);
+                }
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(flow);
+            }
+        }
+    }
+    merged.into_values().collect()
+}
