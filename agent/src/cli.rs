@@ -161,7 +161,15 @@ mod tests {
     fn shipping_sends_nothing_to_stdout_unless_asked() {
         let a = run(&["--recommender", "http://r", "--token-file", "t"]).unwrap();
         assert_eq!(a.flows_out(), None);
-        let a = run(&["--recommender", "http://r", "--token-file", "t", "--flows-out", "-"]).unwrap();
+        let a = run(&[
+            "--recommender",
+            "http://r",
+            "--token-file",
+            "t",
+            "--flows-out",
+            "-",
+        ])
+        .unwrap();
         assert_eq!(a.flows_out(), Some("-"));
     }
 
@@ -176,7 +184,14 @@ mod tests {
             &["--recommender", "http://r"],
             &["--token-file", "t"],
             &["--spool-dir", "d"],
-            &["--recommender", "http://r", "--token-file", "t", "--spool-max-bytes", "10"],
+            &[
+                "--recommender",
+                "http://r",
+                "--token-file",
+                "t",
+                "--spool-max-bytes",
+                "10",
+            ],
         ] {
             let err = run(bad).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{bad:?}");

@@ -351,7 +351,9 @@ impl Metrics {
             m.dns_answers.with_label_values(&[result]);
         }
         for reason in DeliveryFailure::ALL {
-            m.ship.delivery_failures.with_label_values(&[reason.label()]);
+            m.ship
+                .delivery_failures
+                .with_label_values(&[reason.label()]);
         }
         for reason in DropReason::ALL {
             m.ship.records_dropped.with_label_values(&[reason.label()]);
@@ -413,7 +415,9 @@ impl Metrics {
     }
 
     pub fn backlog_records(&self, records: usize) {
-        self.ship.backlog_records.set(saturating_i64(records as u64));
+        self.ship
+            .backlog_records
+            .set(saturating_i64(records as u64));
     }
 
     pub fn existing_sockets(&self, result: ExistingSocket, n: u64) {

@@ -133,8 +133,10 @@ impl Pipeline {
         now: Instant,
     ) -> Vec<FlowRecord> {
         let pod_index = self.pods.as_ref().map(PodsFile::index).unwrap_or_default();
-        let mut per_key: HashMap<(u64, std::net::IpAddr, u16, flow_model::Protocol), (FlowKey, u64)> =
-            HashMap::new();
+        let mut per_key: HashMap<
+            (u64, std::net::IpAddr, u16, flow_model::Protocol),
+            (FlowKey, u64),
+        > = HashMap::new();
         for key in sockets {
             let Some((ip, port, protocol)) = destination_of(key) else {
                 continue;
@@ -149,7 +151,8 @@ impl Pipeline {
                 if let Some((_, sockets)) = per_key.get_mut(&(key.cgroup_id, ip, port, protocol)) {
                     let seen = (*sockets).min(value.count);
                     *sockets -= seen;
-                    self.metrics.existing_sockets(ExistingSocket::AlreadySeen, seen);
+                    self.metrics
+                        .existing_sockets(ExistingSocket::AlreadySeen, seen);
                 }
             }
         }
@@ -159,7 +162,8 @@ impl Pipeline {
             if sockets == 0 {
                 continue;
             }
-            self.metrics.existing_sockets(ExistingSocket::Reported, sockets);
+            self.metrics
+                .existing_sockets(ExistingSocket::Reported, sockets);
             let identity = self.identities.identify(key.cgroup_id);
             let names = self.dns.names(&identity.dns_source(), ip, now);
             let source = identity.source(&pod_index);

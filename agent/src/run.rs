@@ -95,9 +95,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
             path: target.to_owned(),
             source,
         })?;
-        outputs
-            .add_file(writer, &metrics)
-            .map_err(Error::Write)?;
+        outputs.add_file(writer, &metrics).map_err(Error::Write)?;
     }
     if let Some(shipper) = shipper(&args, &node, &metrics)? {
         outputs.add_shipper(shipper, &metrics);
@@ -241,7 +239,9 @@ fn scan_existing(
 ) -> impl Future<Output = Vec<FlowKey>> + Send + 'static {
     let scan = if enabled {
         existing::spawn_scan()
-            .map_err(|error| tracing::warn!(%error, "cannot start the scan of existing connections"))
+            .map_err(
+                |error| tracing::warn!(%error, "cannot start the scan of existing connections"),
+            )
             .ok()
     } else {
         None

@@ -151,7 +151,13 @@ mod tests {
         accepted.family = libc::AF_INET6 as u8;
         accepted.src = mapped([10, 244, 1, 10]);
         accepted.dst = mapped([10, 244, 1, 11]);
-        let mut orphan = socket(TCP_ESTABLISHED, [10, 244, 1, 10], 43000, [198, 18, 0, 1], 443);
+        let mut orphan = socket(
+            TCP_ESTABLISHED,
+            [10, 244, 1, 10],
+            43000,
+            [198, 18, 0, 1],
+            443,
+        );
         orphan.cgroup_id = None;
         let c = classify(&[listener, accepted, orphan]);
         assert_eq!((c.inbound, c.unattributed, c.egress.len()), (1, 1, 0));

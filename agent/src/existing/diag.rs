@@ -120,7 +120,8 @@ pub(crate) fn parse_messages(
     protocol: u8,
     out: &mut Vec<DiagSocket>,
 ) -> io::Result<bool> {
-    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {what}"));
+    let invalid =
+        |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("sock_diag: {what}"));
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
         let kind = u16::from_ne_bytes(buf[4..6].try_into().expect("2 bytes"));
@@ -227,7 +228,13 @@ pub(crate) mod tests {
         m
     }
 
-    pub(crate) fn socket(state: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16) -> DiagSocket {
+    pub(crate) fn socket(
+        state: u8,
+        src: [u8; 4],
+        sport: u16,
+        dst: [u8; 4],
+        dport: u16,
+    ) -> DiagSocket {
         let v4 = |a: [u8; 4]| {
             let mut x = [0; 16];
             x[..4].copy_from_slice(&a);
@@ -301,7 +308,12 @@ pub(crate) mod tests {
         let root = crate::cgroup::mount::find_cgroup2_root().unwrap();
         let dir = root.join(path.trim_start_matches('/'));
         use std::os::unix::fs::MetadataExt;
-        assert_eq!(cgroup, std::fs::metadata(&dir).unwrap().ino(), "{}", dir.display());
+        assert_eq!(
+            cgroup,
+            std::fs::metadata(&dir).unwrap().ino(),
+            "{}",
+            dir.display()
+        );
         assert!(all.iter().any(|s| s.sport == port && s.state == TCP_LISTEN));
     }
 }

@@ -85,9 +85,10 @@ pub fn scan(namespaces: &[netns::Netns]) -> Scan {
                 out.unattributed += found.unattributed;
                 out.namespaces += 1;
             }
-            Err(e) => out
-                .failures
-                .push((NetnsScanFailure::SockDiag, ns.path.clone(), e.to_string())),
+            Err(e) => {
+                out.failures
+                    .push((NetnsScanFailure::SockDiag, ns.path.clone(), e.to_string()))
+            }
         }
     }
     out
@@ -99,7 +100,10 @@ fn sockets_here() -> std::io::Result<Vec<diag::DiagSocket>> {
     let udp_states = 1 << TCP_ESTABLISHED | 1 << TCP_CLOSE;
     let mut all = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        for (protocol, states) in [(libc::IPPROTO_TCP, tcp_states), (libc::IPPROTO_UDP, udp_states)] {
+        for (protocol, states) in [
+            (libc::IPPROTO_TCP, tcp_states),
+            (libc::IPPROTO_UDP, udp_states),
+        ] {
             match diag::dump(protocol as u8, family, states) {
                 Ok(sockets) => all.extend(sockets),
                 // A namespace or kernel without IPv6 has no IPv6 sockets to report.

@@ -79,7 +79,9 @@ impl FileTask {
 
     pub async fn wait(self) -> std::io::Result<()> {
         self.done.await.unwrap_or_else(|_| {
-            Err(std::io::Error::other("the flows-out writer thread panicked"))
+            Err(std::io::Error::other(
+                "the flows-out writer thread panicked",
+            ))
         })
     }
 }

@@ -31,9 +31,7 @@ impl Backoff {
     /// The bound after `failures` consecutive failures (1 or more): base × 2^(failures−1), capped.
     pub fn bound(&self, failures: u32) -> Duration {
         let doublings = failures.saturating_sub(1).min(30);
-        self.base
-            .saturating_mul(1u32 << doublings)
-            .min(self.cap)
+        self.base.saturating_mul(1u32 << doublings).min(self.cap)
     }
 
     /// The wait before the next attempt: a uniform draw in [0, bound], or `retry_after` if the

@@ -65,7 +65,10 @@ pub enum Outcome {
     /// 413: split and resend.
     TooLarge,
     /// Set aside: the service will never take this batch.
-    Refused { status: u16, message: String },
+    Refused {
+        status: u16,
+        message: String,
+    },
 }
 
 #[derive(Clone)]
@@ -351,11 +354,15 @@ mod tests {
         let token = dir.path().join("token");
         std::fs::write(&token, "t").unwrap();
         let t = Duration::from_secs(1);
-        let err = Client::new("http://r", &dir.path().join("none"), None, t).err().unwrap();
+        let err = Client::new("http://r", &dir.path().join("none"), None, t)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("--token-file"), "{err}");
         let ca = dir.path().join("ca.pem");
         std::fs::write(&ca, "not a certificate").unwrap();
-        let err = Client::new("https://r", &token, Some(&ca), t).err().unwrap();
+        let err = Client::new("https://r", &token, Some(&ca), t)
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("--ca-file"), "{err}");
         assert!(Client::new("http://r:1", &token, None, t).is_ok());
     }

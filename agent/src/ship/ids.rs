@@ -81,7 +81,10 @@ mod tests {
             long.push_str(".0");
         }
         let fresh = ids.child_id(&long, 0);
-        assert!(check_batch_id(&fresh).is_ok() && fresh.ends_with(":2"), "{fresh}");
+        assert!(
+            check_batch_id(&fresh).is_ok() && fresh.ends_with(":2"),
+            "{fresh}"
+        );
         // Node names with characters ids do not allow.
         let mut odd = BatchIds::with_start("nöde/1", 1, 2);
         let id = odd.next_id();

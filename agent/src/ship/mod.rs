@@ -91,6 +91,12 @@ impl Shipper {
         }
     }
 
+    /// Bounds the backlog of a full spool to `keys` distinct flows (default [`BACKLOG_KEYS`]).
+    pub fn with_backlog_keys(mut self, keys: usize) -> Shipper {
+        self.backlog = Backlog::new(keys);
+        self
+    }
+
     /// Spools what comes through `rx` and delivers the spool until `rx` closes, then delivers
     /// within the grace period and returns.
     pub async fn run(mut self, mut rx: mpsc::Receiver<Vec<FlowRecord>>) {
@@ -162,7 +168,8 @@ impl Shipper {
     /// Starts sending the oldest batch.
     async fn attempt(&mut self) -> Option<Attempt> {
         let spool = Arc::clone(&self.spool);
-        let oldest = blocking(move || spool.lock().unwrap_or_else(|p| p.into_inner()).oldest()).await;
+        let oldest =
+            blocking(move || spool.lock().unwrap_or_else(|p| p.into_inner()).oldest()).await;
         let batch = match oldest {
             Ok(batch) => batch?,
             Err(error) => {
@@ -189,12 +196,14 @@ impl Shipper {
                 true
             }
             Outcome::TooLarge => {
-                self.metrics.delivery_failed(DeliveryFailure::TooLarge, false);
+                self.metrics
+                    .delivery_failed(DeliveryFailure::TooLarge, false);
                 self.split(batch).await;
                 true
             }
             Outcome::Refused { status, message } => {
-                self.metrics.delivery_failed(DeliveryFailure::Rejected, false);
+                self.metrics
+                    .delivery_failed(DeliveryFailure::Rejected, false);
                 self.set_aside(batch, &format!("{status}: {message}")).await;
                 true
             }
@@ -275,7 +284,11 @@ impl Shipper {
     /// Delivers within the grace period (see the module comment).
     async fn drain(mut self, mut inflight: Option<Attempt>) {
         let deadline = Instant::now() + self.grace;
-        let durable = self.spool.lock().unwrap_or_else(|p| p.into_inner()).is_durable();
+        let durable = self
+            .spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_durable();
         if !self.backlog.is_empty() {
             self.accept(Vec::new()).await;
         }
@@ -309,10 +322,16 @@ impl Shipper {
         };
         let backlog = self.backlog.take();
         if !backlog.is_empty() {
-            let bytes = backlog.iter().map(|r| r.to_json_line().len() as u64 + 1).sum();
+            let bytes = backlog
+                .iter()
+                .map(|r| r.to_json_line().len() as u64 + 1)
+                .sum();
             self.metrics
                 .records_dropped(DropReason::UnsentAtExit, backlog.len() as u64, bytes);
-            tracing::error!(records = backlog.len(), "records waiting for room in the full spool are lost at exit");
+            tracing::error!(
+                records = backlog.len(),
+                "records waiting for room in the full spool are lost at exit"
+            );
         }
         if left_batches == 0 {
             tracing::info!("every batch delivered");
@@ -335,14 +354,18 @@ impl Shipper {
     }
 
     fn spool_is_empty(&self) -> bool {
-        self.spool.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+        self.spool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
     }
 
     /// Runs a spool change off the async threads; an error is logged (the batch stays or goes as
     /// the spool says; nothing is counted twice at the receiver thanks to its id).
     async fn spool_op(&self, op: impl FnOnce(&mut Spool) -> std::io::Result<()> + Send + 'static) {
         let spool = Arc::clone(&self.spool);
-        let result = blocking(move || op(&mut spool.lock().unwrap_or_else(|p| p.into_inner()))).await;
+        let result =
+            blocking(move || op(&mut spool.lock().unwrap_or_else(|p| p.into_inner()))).await;
         if let Err(error) = result {
             tracing::error!(%error, "spool update failed");
         }

@@ -454,7 +454,11 @@ mod tests {
         s.push("n:a:0", 1, body(1)).unwrap();
         s.push("n:a:1", 1, body(2)).unwrap();
         drop(s);
-        fs::write(dir.path().join(".tmp-0000000000000002"), b"egress-agent-batch v1 id=n:a:2 records=1 body=100\n\x1f\x8b").unwrap();
+        fs::write(
+            dir.path().join(".tmp-0000000000000002"),
+            b"egress-agent-batch v1 id=n:a:2 records=1 body=100\n\x1f\x8b",
+        )
+        .unwrap();
         let second = dir.path().join("0000000000000001.batch");
         let data = fs::read(&second).unwrap();
         fs::write(&second, &data[..data.len() - 10]).unwrap();
@@ -466,7 +470,10 @@ mod tests {
         assert_eq!(rec.corrupt, 2);
         assert_eq!(rec.batches, 1);
         assert_eq!(s.oldest().unwrap().unwrap().id, "n:a:0");
-        assert!(dir.path().join("rejected/0000000000000001.corrupt").exists());
+        assert!(dir
+            .path()
+            .join("rejected/0000000000000001.corrupt")
+            .exists());
         assert!(dir.path().join("notes.txt").exists());
         assert!(!dir.path().join(".tmp-0000000000000002").exists());
     }
@@ -489,7 +496,11 @@ mod tests {
         let order: Vec<_> = keys(&s);
         assert_eq!(
             order,
-            ["0000000000000000.0", "0000000000000000.1", "0000000000000001"]
+            [
+                "0000000000000000.0",
+                "0000000000000000.1",
+                "0000000000000001"
+            ]
         );
         assert_eq!(s.oldest().unwrap().unwrap().id, "n:a:0.0");
         drop(s);
@@ -529,8 +540,14 @@ mod tests {
         assert_eq!(s.push("a:b:2", 1, body(2)).unwrap(), Push::Full);
         let b = s.oldest().unwrap().unwrap();
         assert_eq!(b.body, body(0));
-        s.split(&b.key, [("a:b:0.0".into(), 1, body(5)), ("a:b:0.1".into(), 1, body(6))])
-            .unwrap();
+        s.split(
+            &b.key,
+            [
+                ("a:b:0.0".into(), 1, body(5)),
+                ("a:b:0.1".into(), 1, body(6)),
+            ],
+        )
+        .unwrap();
         assert_eq!(s.oldest().unwrap().unwrap().body, body(5));
         assert_eq!(s.len(), 3);
     }

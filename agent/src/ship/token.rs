@@ -112,7 +112,10 @@ mod tests {
         let next = dir.path().join("token.new");
         std::fs::write(&next, "second-secret").unwrap();
         std::fs::rename(&next, &path).unwrap();
-        assert_eq!(t.header().unwrap().to_str().unwrap(), "Bearer second-secret");
+        assert_eq!(
+            t.header().unwrap().to_str().unwrap(),
+            "Bearer second-secret"
+        );
 
         std::fs::write(&path, "  \n").unwrap();
         let err = t.header().unwrap_err();
