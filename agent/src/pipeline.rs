@@ -375,4 +375,65 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn preexisting_connections_are_reported_once_per_key_less_what_the_kernel_counted() {
+        let mut f = fixture();
+        let now = Instant::now();
+        let clock = BootClock::with_offset(1_700_000_000_000_000_000);
+        let pod_db = key(f.pod_cgroup, [10, 96, 0, 20], 5432);
+        let mut pod_udp = key(f.pod_cgroup, [198, 18, 0, 11], 9998);
+        pod_udp.protocol = agent_common::IPPROTO_UDP;
+        let host = key(f.host_cgroup, [198, 18, 0, 12], 443);
+        // Its IPv4-mapped twin, as a dual-stack socket shows it: the same flow.
+        let mut host_mapped = host;
+        host_mapped.family = agent_common::AF_INET6;
+        host_mapped.daddr = "::ffff:198.18.0.12"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        // Two pooled connections to the database, one connected UDP socket, and two host
+        // connections of which the kernel has already seen one connect since it was attached.
+        let sockets = [pod_db, pod_db, pod_udp, host, host_mapped];
+        let table = [(host, value(1, 1))];
+        let records = f.pipeline.report_preexisting(&sockets, &table, &clock, now);
+        let summary: Vec<_> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.source.pod.clone(),
+                    r.destination.port,
+                    r.count,
+                    r.outcomes.preexisting,
+                    r.outcome,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Some("web-1".into()), 5432, 2, 2, Outcome::Preexisting),
+                (Some("web-1".into()), 9998, 1, 1, Outcome::Preexisting),
+                (None, 443, 1, 1, Outcome::Preexisting),
+            ]
+        );
+        assert_eq!(records[0].source.namespace.as_deref(), Some("shop"));
+        assert_eq!(records[2].source.kind, SourceKind::Host);
+        for r in &records {
+            assert!(r.check().is_ok(), "{r:?}");
+        }
+        let text = f.metrics.encode();
+        assert!(
+            text.contains("egress_agent_existing_sockets_total{result=\"reported\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_agent_existing_sockets_total{result=\"already_seen\"} 1"),
+            "{text}"
+        );
+        // The kernel's own records of the host flow come from polls, as usual.
+        let polled = f.pipeline.poll(&table, None, &clock, now);
+        assert_eq!(polled.len(), 1);
+        assert_eq!(polled[0].outcomes.preexisting, 0);
+    }
 }
