@@ -1,7 +1,7 @@
 //! Where the main loop's records go: `--flows-out` (a file or stdout) and the recommender
 //! (`ship`), each an output task of its own behind a [`Handoff`], so that neither a slow disk, a
 //! blocked stdout nor an unreachable service ever holds up the loop that drains the kernel's ring
-//! buffer (see `docs/architecture.md`, "Delivery").
+//! buffer (see `agent/README.md`, "Delivery to the recommender").
 
 pub mod backlog;
 pub mod file;
@@ -18,8 +18,8 @@ pub use handoff::{Closed, Handoff};
 
 /// Flushes a hand-off channel holds before the main loop keeps records in its backlog.
 const HANDOFF_FLUSHES: usize = 64;
-/// Distinct flows a hand-off backlog holds (the kernel's flow table holds 65,536 keys).
-const HANDOFF_BACKLOG_KEYS: usize = 131_072;
+/// Distinct flows a hand-off backlog holds (as many as the kernel's flow table holds).
+const HANDOFF_BACKLOG_KEYS: usize = 65_536;
 
 enum Task {
     File(FileTask),

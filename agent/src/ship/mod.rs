@@ -48,7 +48,7 @@ pub use spool::{Batch, Push, Spool};
 /// Records per batch; a larger flush becomes several batches.
 pub const MAX_BATCH_RECORDS: usize = 5_000;
 /// Distinct flows the backlog of a full spool holds.
-pub const BACKLOG_KEYS: usize = 131_072;
+pub const BACKLOG_KEYS: usize = 65_536;
 /// The most that a batch sent back to us decompresses to (for splitting after a 413).
 const DECODE_LIMIT: usize = 256 << 20;
 

@@ -1,10 +1,11 @@
 //! A stand-in for the recommender's ingest (`POST /v1/flows`), built strictly to the HTTP contract
-//! of `docs/architecture.md`: bearer token, JSON lines (gzip allowed), `x-batch-id`, 2xx only for a
-//! batch it keeps, a batch id seen before acknowledged again and not kept twice, a 4xx naming the
-//! first bad line for a bad body. On top, what a test needs: a script of answers for the next
-//! requests (any status, `Retry-After`, or no answer at all), a records-per-batch limit answered
-//! with 413, a port whose records it calls malformed (400), being down and coming back on the same
-//! port, and a log of every request.
+//! (DESIGN.md, "HTTP"; summed up in `agent/README.md`): bearer token, JSON lines (gzip allowed),
+//! `x-batch-id`, 2xx only for a batch it keeps, a batch id seen before acknowledged again and not
+//! kept twice, a 4xx naming the first bad line for a bad body. On top, what a test needs: a script
+//! of answers for the next requests (any status, `Retry-After`, no answer at all, or an
+//! acknowledgement lost after the batch was kept), a records-per-batch limit answered with 413, a
+//! port whose records it calls malformed (400), being down and coming back on the same port, and a
+//! log of every request.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
