@@ -179,7 +179,7 @@ impl Pipeline {
             };
             records.extend(to_record(&delta, &self.node, source, names, clock));
         }
-        records.sort_by(|a, b| a.key().cmp(&b.key()));
+        records.sort_by_key(FlowRecord::key);
         records
     }
 }
