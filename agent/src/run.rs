@@ -246,6 +246,7 @@ fn scan_existing(
     } else {
         None
     };
+    let started = Instant::now();
     async move {
         let Some(scan) = scan else {
             return std::future::pending().await;
@@ -274,6 +275,7 @@ fn scan_existing(
             namespaces = scan.namespaces,
             egress = scan.egress.len(),
             inbound = scan.inbound,
+            took = ?started.elapsed(),
             "scanned existing connections"
         );
         scan.egress

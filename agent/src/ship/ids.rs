@@ -6,14 +6,19 @@
 //! across restarts, which is what lets the recommender count it once. A batch split after a 413
 //! gives its halves the parent's id plus `.0` and `.1`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use flow_model::{check_batch_id, BATCH_ID_MAX_LEN};
 
 /// Characters of the node name kept in an id: node names may be 253 long, ids 128.
 const NODE_PART_MAX: usize = 48;
 
+/// Cheap to clone; clones share the sequence.
+#[derive(Clone)]
 pub struct BatchIds {
-    prefix: String,
-    next: u64,
+    prefix: Arc<str>,
+    next: Arc<AtomicU64>,
 }
 
 impl BatchIds {
@@ -39,21 +44,24 @@ impl BatchIds {
             .collect();
         let node = if node.is_empty() { "node".into() } else { node };
         Self {
-            prefix: format!("{node}:{start_ms:x}{nonce:08x}"),
-            next: 0,
+            prefix: format!("{node}:{start_ms:x}{nonce:08x}").into(),
+            next: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    pub fn next_id(&mut self) -> String {
-        let id = format!("{}:{}", self.prefix, self.next);
-        self.next += 1;
+    pub fn next_id(&self) -> String {
+        let id = format!(
+            "{}:{}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        );
         debug_assert!(check_batch_id(&id).is_ok(), "{id}");
         id
     }
 
     /// The id of half `half` (0 or 1) of the batch `parent`; a fresh id once the suffixes would
     /// make it too long (a batch split a dozen times).
-    pub fn child_id(&mut self, parent: &str, half: u8) -> String {
+    pub fn child_id(&self, parent: &str, half: u8) -> String {
         let id = format!("{parent}.{half}");
         if id.len() <= BATCH_ID_MAX_LEN {
             id
@@ -69,7 +77,7 @@ mod tests {
 
     #[test]
     fn ids_are_valid_unique_and_derive_for_halves() {
-        let mut ids = BatchIds::with_start(&"n".repeat(253), 0x18f, 0xdeadbeef);
+        let ids = BatchIds::with_start(&"n".repeat(253), 0x18f, 0xdeadbeef);
         let a = ids.next_id();
         let b = ids.next_id();
         assert_ne!(a, b);
@@ -86,7 +94,7 @@ mod tests {
             "{fresh}"
         );
         // Node names with characters ids do not allow.
-        let mut odd = BatchIds::with_start("nöde/1", 1, 2);
+        let odd = BatchIds::with_start("nöde/1", 1, 2);
         let id = odd.next_id();
         assert!(check_batch_id(&id).is_ok(), "{id}");
         assert!(BatchIds::new("").next_id().starts_with("node:"));

@@ -130,32 +130,17 @@ impl Shipper {
             self.count_overflow(overflow, DropReason::SpoolOverflow);
             records = self.backlog.take();
         }
-        let mut chunks: Vec<(String, Vec<FlowRecord>)> = Vec::new();
+        let mut chunks = Vec::new();
         let mut rest = records;
         while !rest.is_empty() {
             let tail = rest.split_off(rest.len().min(MAX_BATCH_RECORDS));
-            chunks.push((self.ids.next_id(), std::mem::replace(&mut rest, tail)));
+            chunks.push(std::mem::replace(&mut rest, tail));
         }
         let spool = Arc::clone(&self.spool);
+        let ids = self.ids.clone();
         let left = blocking(move || {
-            let mut left = Vec::new();
             let mut spool = spool.lock().unwrap_or_else(|p| p.into_inner());
-            for (id, records) in chunks {
-                if !left.is_empty() {
-                    left.extend(records);
-                    continue;
-                }
-                let body = Bytes::from(batch::encode(&records, Encoding::Gzip));
-                match spool.push(&id, records.len() as u32, body) {
-                    Ok(Push::Stored) => {}
-                    Ok(Push::Full) => left.extend(records),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot write to the spool; records wait in memory");
-                        left.extend(records);
-                    }
-                }
-            }
-            left
+            spool_chunks(&mut spool, &ids, chunks)
         })
         .await;
         if !left.is_empty() {
@@ -389,10 +374,78 @@ impl Shipper {
     }
 }
 
+/// Encodes and spools `chunks` in order, and returns the records that did not fit (from the first
+/// that did not: order is kept). A batch larger than a quarter of the spool's bound is split in
+/// halves first, so that even a small spool always takes a few batches.
+fn spool_chunks(
+    spool: &mut Spool,
+    ids: &BatchIds,
+    chunks: Vec<Vec<FlowRecord>>,
+) -> Vec<FlowRecord> {
+    let mut left = Vec::new();
+    let mut todo: Vec<Vec<FlowRecord>> = chunks.into_iter().rev().collect();
+    while let Some(records) = todo.pop() {
+        if !left.is_empty() {
+            left.extend(records);
+            continue;
+        }
+        let body = Bytes::from(batch::encode(&records, Encoding::Gzip));
+        if records.len() > 1 && body.len() as u64 > spool.max_bytes() / 4 {
+            let mut first = records;
+            let second = first.split_off(first.len() / 2);
+            todo.push(second);
+            todo.push(first);
+            continue;
+        }
+        match spool.push(&ids.next_id(), records.len() as u32, body) {
+            Ok(Push::Stored) => {}
+            Ok(Push::Full) => left.extend(records),
+            Err(error) => {
+                tracing::error!(%error, "cannot write to the spool; records wait in memory");
+                left.extend(records);
+            }
+        }
+    }
+    left
+}
+
 /// Runs blocking work (files, fsync, gzip) on tokio's blocking threads.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::backlog::tests::record;
+
+    /// A flush far larger than a small spool is split until its batches fit, in order; what does
+    /// not fit comes back whole, oldest first.
+    #[test]
+    fn batches_fit_a_small_spool() {
+        let mut spool = Spool::in_memory(4096);
+        let ids = BatchIds::with_start("n", 1, 1);
+        let records: Vec<FlowRecord> = (1..=2000).map(|p| record("n", p, 1)).collect();
+        let left = spool_chunks(&mut spool, &ids, vec![records]);
+        assert!(spool.len() >= 3, "{} batches", spool.len());
+        assert!(spool.bytes() <= 4096);
+        assert!(!left.is_empty());
+        let mut stored = Vec::new();
+        while let Some(b) = spool.oldest().unwrap() {
+            let got = batch::decode(&b.body, Encoding::Gzip, 1 << 20, &b.id).unwrap();
+            assert!(b.body.len() <= 1024);
+            assert_eq!(got.len(), b.records as usize);
+            stored.extend(got);
+            spool.remove(&b.key).unwrap();
+        }
+        let ports: Vec<u16> = stored
+            .iter()
+            .chain(&left)
+            .map(|r| r.destination.port)
+            .collect();
+        assert_eq!(ports, (1..=2000).collect::<Vec<u16>>());
     }
 }

@@ -250,6 +250,10 @@ impl Spool {
         self.bytes
     }
 
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
