@@ -36,8 +36,10 @@ use flow_model::FlowRecord;
 
 use crate::cluster::Cluster;
 
+mod address;
 mod connections;
 mod destination;
+mod facts;
 mod model;
 mod observation;
 mod records;
@@ -45,7 +47,8 @@ mod resolver;
 mod source;
 
 pub use connections::{connections_to, endpoint_of_pod, ip_endpoint, pod_endpoint, Connections};
-pub use model::{EdgeKey, Peer, Resolution, ResolvedFlow, SourceWorkload};
+pub use facts::Facts;
+pub use model::{EdgeKey, Peer, Resolution, ResolvedFlow, SourceWorkload, Warning, WarningReason};
 pub use observation::Observation;
 pub use records::{describe, merge_edges, merge_records};
 pub use resolver::Resolver;
@@ -61,6 +64,7 @@ pub fn resolve_all<'r>(
         let one = resolver.resolve(record);
         all.flows.extend(one.flows);
         all.notes.extend(one.notes);
+        all.warnings.extend(one.warnings);
     }
     all
 }
