@@ -90,8 +90,9 @@ struct RecommendArgs {
     /// the address families it was seen using) on the ports it used, and a warning on stderr.
     #[arg(long, value_name = "N")]
     max_external_peers: Option<usize>,
-    /// How a workload over --max-external-peers gets internet egress: cidr (0.0.0.0/0 less the
-    /// cluster) or label (a namespace policy for pods labelled networking/allow-internet-egress).
+    /// How a workload over --max-external-peers (when given) gets internet egress: cidr (0.0.0.0/0
+    /// less the cluster) or label (a namespace policy for pods labelled
+    /// networking/allow-internet-egress).
     #[arg(long, value_parser = internet_egress_parser())]
     internet_egress: Option<InternetEgress>,
     /// Pod and Service ranges kept out of internet egress (default: derived from the cluster).
