@@ -169,12 +169,9 @@ pub fn recommend(cluster: &Cluster, flows: &[ResolvedFlow], options: &Options) -
     if options.with_ingress {
         plans.extend(ingress::ingress_plans(&ctx, flows, wanted, &mut warnings));
     }
-    let allows_dns = plans
-        .iter()
-        .flat_map(|p| &p.rules)
-        .flat_map(|r| &r.peers)
-        .any(|p| p.cluster_dns);
-    if let Some(why) = ctx.dns.unscoped.as_ref().filter(|_| allows_dns) {
+    // Said whenever there is a recommendation at all: even one that allows no DNS yet depends on
+    // knowing which flows are DNS.
+    if let Some(why) = ctx.dns.unscoped.as_ref().filter(|_| !plans.is_empty()) {
         warnings.push(why.clone());
     }
     plans.sort_by(|a, b| (&a.namespace, rank(a), &a.name).cmp(&(&b.namespace, rank(b), &b.name)));
