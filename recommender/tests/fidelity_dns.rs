@@ -2,6 +2,7 @@
 //! (issue 10, item 1), one definition of the DNS Service and what happens without one, and
 //! NodeLocal DNSCache (item 2).
 
+mod synth_common;
 mod world;
 
 use serde_json::Value;
@@ -224,6 +225,7 @@ fn node_local_dns_cache_is_cluster_dns_as_an_ip_block() {
     w.flow("shop", &api, "10.96.0.10", 53, "UDP", &[]);
     let (run, verified) = w.recommend_and_verify(&["--default-deny"]);
     assert_eq!(verified.code, 0, "{}\n{}", verified.stdout, run.stdout);
+    synth_common::validate(&run.stdout, "node-local-dns");
     let local = |p: &Value| block(p, "169.254.20.10/32");
     // The node cache also answers on the kube-dns ClusterIP without Service translation.
     let cluster_ip = |p: &Value| block(p, "10.96.0.10/32");
