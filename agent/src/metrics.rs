@@ -4,11 +4,12 @@ use agent_common::{Counter, COUNTER_SLOTS};
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Kernel loss counters exported as `events_lost_total{reason}`; a lost event must be visible.
-const LOSS_REASONS: [(Counter, &str); 4] = [
+const LOSS_REASONS: [(Counter, &str); 5] = [
     (Counter::RingFullNewFlow, "ring_full_new_flow"),
     (Counter::RingFullDns, "ring_full_dns"),
     (Counter::FlowUpdateFailed, "flow_update_failed"),
     (Counter::OutcomeUnmatched, "outcome_unmatched"),
+    (Counter::SocketStorageFailed, "socket_storage_failed"),
 ];
 
 /// Result of handling one DNS answer, the `result` label of `dns_answers_total`.
@@ -16,6 +17,21 @@ const LOSS_REASONS: [(Counter, &str); 4] = [
 pub enum DnsResult {
     Parsed,
     Rejected,
+    /// Incomplete (cut by the capture, or a piece of its TCP stream never arrived): named from
+    /// the part received.
+    Cut,
+}
+
+impl DnsResult {
+    const ALL: [DnsResult; 3] = [DnsResult::Parsed, DnsResult::Rejected, DnsResult::Cut];
+
+    fn label(self) -> &'static str {
+        match self {
+            DnsResult::Parsed => "parsed",
+            DnsResult::Rejected => "rejected",
+            DnsResult::Cut => "cut",
+        }
+    }
 }
 
 pub struct Metrics {
@@ -30,6 +46,8 @@ pub struct Metrics {
     dns_answers: IntCounterVec,
     pods_file_reload_errors: IntCounter,
     cgroups_unresolved: IntCounter,
+    dns_names_cached: IntGauge,
+    dns_tcp_bytes_held: IntGauge,
 }
 
 impl Metrics {
@@ -48,6 +66,13 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("registered once");
             c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric name");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
         };
         let m = Self {
             flows_observed: counter(
@@ -99,14 +124,22 @@ impl Metrics {
                 "egress_agent_cgroups_unresolved_total",
                 "cgroups gone before their path could be read; their flows are reported as the node's.",
             ),
+            dns_names_cached: gauge(
+                "egress_agent_dns_names_cached",
+                "(source, address, name) triples remembered from DNS answers (bounded).",
+            ),
+            dns_tcp_bytes_held: gauge(
+                "egress_agent_dns_tcp_bytes_held",
+                "Bytes of DNS-over-TCP streams held until their messages are complete (bounded).",
+            ),
             registry,
         };
         // Export every series from the start, so that absence means zero rather than unknown.
         for (_, reason) in LOSS_REASONS {
             m.events_lost.with_label_values(&[reason]);
         }
-        for result in ["parsed", "rejected"] {
-            m.dns_answers.with_label_values(&[result]);
+        for result in DnsResult::ALL {
+            m.dns_answers.with_label_values(&[result.label()]);
         }
         m
     }
@@ -120,11 +153,15 @@ impl Metrics {
     }
 
     pub fn dns_answer(&self, result: DnsResult) {
-        let label = match result {
-            DnsResult::Parsed => "parsed",
-            DnsResult::Rejected => "rejected",
-        };
-        self.dns_answers.with_label_values(&[label]).inc();
+        self.dns_answers.with_label_values(&[result.label()]).inc();
+    }
+
+    /// What the DNS side holds: cached names and bytes of TCP streams being reassembled.
+    pub fn dns_memory(&self, names_cached: usize, tcp_bytes_held: usize) {
+        self.dns_names_cached
+            .set(i64::try_from(names_cached).unwrap_or(i64::MAX));
+        self.dns_tcp_bytes_held
+            .set(i64::try_from(tcp_bytes_held).unwrap_or(i64::MAX));
     }
 
     pub fn pods_file_reload_error(&self) {
@@ -211,6 +248,10 @@ mod tests {
             "egress_agent_events_lost_total{reason=\"ring_full_dns\"}",
             "egress_agent_dns_answers_total{result=\"parsed\"}",
             "egress_agent_dns_answers_total{result=\"rejected\"}",
+            "egress_agent_dns_answers_total{result=\"cut\"}",
+            "egress_agent_events_lost_total{reason=\"socket_storage_failed\"}",
+            "egress_agent_dns_names_cached",
+            "egress_agent_dns_tcp_bytes_held",
         ] {
             assert_eq!(value(&text, series), Some(0), "{series}\n{text}");
         }
