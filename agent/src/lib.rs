@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod pods;
+pub mod preflight;
 pub mod run;

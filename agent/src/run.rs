@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cgroup::{mount, resolver::CgroupResolver};
+use crate::cgroup::resolver::CgroupResolver;
 use crate::cli::RunArgs;
 use crate::clock::BootClock;
 use crate::dns::DnsCache;
@@ -42,6 +42,8 @@ pub enum Error {
     },
     #[error("cannot find the cgroup v2 hierarchy: {0}")]
     Cgroup(std::io::Error),
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::Error),
     #[error("--metrics-addr {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -85,7 +87,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         path: args.flows_out.clone(),
         source,
     })?;
-    let root = mount::find_cgroup2_root().map_err(Error::Cgroup)?;
+    // What the node lacks (kernel, cgroup v2, capabilities) is named before anything is loaded.
+    let plan = crate::preflight::check()?;
+    let root = plan.cgroup_root.clone();
     let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let listener = http::bind(args.metrics_addr)
@@ -107,7 +111,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         let _ = http_stopped.await;
     }));
 
-    let attached = Probes::attach(&root)
+    let attached = Probes::attach_with(&root, plan.options())
         .map_err(|source| Error::Attach {
             hint: privilege_hint(),
             source,

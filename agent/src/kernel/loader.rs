@@ -254,26 +254,46 @@ fn attach_mode() -> CgroupAttachMode {
 /// from them CAP_PERFMON, attaching CAP_NET_ADMIN. Checked here so the user gets one clear message
 /// instead of EPERM from whichever syscall fails first.
 pub(crate) fn check_privileges() -> Result<(), Error> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let caps = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    if has_needed_caps(caps) {
+    if missing_capabilities(effective_capabilities()).is_empty() {
         Ok(())
     } else {
         Err(Error::NotRoot)
     }
 }
 
-pub(crate) fn has_needed_caps(caps: u64) -> bool {
+/// The effective capability set of this process (`CapEff` in /proc/self/status); 0 if unreadable.
+pub fn effective_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The capabilities loading and attaching need that `effective` lacks, by their names in
+/// capabilities(7).
+pub fn missing_capabilities(effective: u64) -> Vec<&'static str> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let has = |c: u32| caps & (1u64 << c) != 0;
-    has(CAP_NET_ADMIN) && (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)))
+    let has = |c: u32| effective & (1u64 << c) != 0;
+    let mut out = Vec::new();
+    if !has(CAP_SYS_ADMIN) {
+        if !has(CAP_BPF) {
+            out.push("CAP_BPF");
+        }
+        if !has(CAP_PERFMON) {
+            out.push("CAP_PERFMON");
+        }
+    }
+    if !has(CAP_NET_ADMIN) {
+        out.push("CAP_NET_ADMIN");
+    }
+    out
 }
 
 /// Opens `path` and makes sure it is a cgroup v2 directory (attaching to a v1 or plain directory
@@ -311,12 +331,15 @@ mod tests {
     #[test]
     fn capability_rules() {
         let bit = |c: u32| 1u64 << c;
-        assert!(has_needed_caps(u64::MAX));
-        assert!(has_needed_caps(bit(12) | bit(21)));
-        assert!(has_needed_caps(bit(12) | bit(38) | bit(39)));
-        assert!(!has_needed_caps(bit(38) | bit(39)));
-        assert!(!has_needed_caps(bit(12) | bit(39)));
-        assert!(!has_needed_caps(0));
+        assert!(missing_capabilities(u64::MAX).is_empty());
+        assert!(missing_capabilities(bit(12) | bit(21)).is_empty());
+        assert!(missing_capabilities(bit(12) | bit(38) | bit(39)).is_empty());
+        assert_eq!(missing_capabilities(bit(38) | bit(39)), ["CAP_NET_ADMIN"]);
+        assert_eq!(missing_capabilities(bit(12) | bit(39)), ["CAP_PERFMON"]);
+        assert_eq!(
+            missing_capabilities(0),
+            ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
+        );
     }
 
     #[test]

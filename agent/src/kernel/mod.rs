@@ -58,7 +58,7 @@ pub mod programs;
 mod stats;
 
 pub use events::{DnsAnswer, EventReader, KernelEvent, POLL_INTERVAL};
-pub use loader::{LeftOut, Options, Probes};
+pub use loader::{effective_capabilities, missing_capabilities, LeftOut, Options, Probes};
 pub use stats::{enable_run_time_stats, ProgramStats};
 
 /// Whether the running process has the capabilities loading and attaching need (see
