@@ -147,6 +147,28 @@ pub struct NewFlowEvent {
 pub const DNS_TRANSPORT_UDP: u8 = IPPROTO_UDP;
 pub const DNS_TRANSPORT_TCP: u8 = IPPROTO_TCP;
 
+/// Bytes of DNS records one cgroup may put on the ring buffer per second, sustained, and in a
+/// burst: a quarter of the default ring. A pod flooding the node with DNS answers then uses up
+/// its own budget, not the ring that every pod's answers share; beyond it, its records are dropped
+/// and counted ([`Counter::DnsRateLimited`]). A busy pod's answers (a few hundred a second, a few
+/// hundred bytes each) stay far below it.
+pub const DNS_BUDGET_BYTES_PER_SEC: u64 = 256 * 1024;
+pub const DNS_BUDGET_BURST_BYTES: u32 = 256 * 1024;
+/// Capacity of the per-cgroup budget table (LRU: the least recently answered cgroup is forgotten
+/// first, and starts again with a full budget).
+pub const DNS_BUDGET_ENTRIES: u32 = 8_192;
+
+/// What is left of one cgroup's DNS budget ([`DNS_BUDGET_BYTES_PER_SEC`]), keyed by cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsBudget {
+    /// `CLOCK_MONOTONIC` ns of the last refill.
+    pub refilled_ns: u64,
+    /// Bytes left.
+    pub tokens: u32,
+    pub _pad: u32,
+}
+
 /// [`DnsEvent::flags`]: the SYN-ACK of a TCP connection from port 53. It carries no payload; its
 /// `seq` is the sequence number of the stream's first byte, where the first message's length
 /// prefix starts.
@@ -205,6 +227,9 @@ pub enum Counter {
     /// socket's option-memory limit): a TCP connect then gets no outcome, and a connected UDP
     /// socket's flow is recorded at once instead of at its first datagram.
     SocketStorageFailed = 6,
+    /// A DNS record was not copied: its cgroup had used up its budget
+    /// ([`DNS_BUDGET_BYTES_PER_SEC`]).
+    DnsRateLimited = 7,
 }
 
 /// Number of entries in the loss counter array.
@@ -218,6 +243,7 @@ mod user {
     unsafe impl aya::Pod for super::FlowValue {}
     unsafe impl aya::Pod for super::PendingSocket {}
     unsafe impl aya::Pod for super::UdpPeerKey {}
+    unsafe impl aya::Pod for super::DnsBudget {}
     unsafe impl aya::Pod for super::NewFlowEvent {}
     unsafe impl aya::Pod for super::DnsEvent {}
 }
@@ -238,6 +264,8 @@ mod tests {
         assert_eq!(offset_of!(FlowKey, protocol), 27);
         assert_eq!(size_of::<FlowValue>(), 40);
         assert_eq!(size_of::<PendingSocket>(), 40);
+        assert_eq!(size_of::<DnsBudget>(), 16);
+        assert_eq!(offset_of!(DnsBudget, tokens), 8);
         assert_eq!(offset_of!(PendingSocket, state), 32);
         assert_eq!(size_of::<NewFlowEvent>(), 40);
         assert_eq!(offset_of!(NewFlowEvent, key), 8);
@@ -275,7 +303,8 @@ mod tests {
         assert_eq!(COUNTER_SLOTS, 8);
         assert_eq!(Counter::UdpRepliesSkipped as u32, 5);
         assert_eq!(Counter::SocketStorageFailed as u32, 6);
-        assert!((Counter::SocketStorageFailed as u32) < COUNTER_SLOTS);
+        assert_eq!(Counter::DnsRateLimited as u32, 7);
+        assert!((Counter::DnsRateLimited as u32) < COUNTER_SLOTS);
         assert_eq!(
             (PENDING_TCP_CONNECT, PENDING_TCP_SYN_SENT, PENDING_UDP),
             (1, 2, 3)

@@ -4,8 +4,9 @@
 //! `LOSS_COUNTERS`, `UDP_PEERS`, `SOCKETS`): keep them in sync with `agent/src/kernel/maps.rs`.
 
 use agent_common::{
-    Counter, DnsEvent, EventKind, FlowKey, FlowValue, NewFlowEvent, PendingSocket, UdpPeerKey,
-    COUNTER_SLOTS, EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, UDP_PEER_ENTRIES,
+    Counter, DnsBudget, DnsEvent, EventKind, FlowKey, FlowValue, NewFlowEvent, PendingSocket,
+    UdpPeerKey, COUNTER_SLOTS, DNS_BUDGET_BURST_BYTES, DNS_BUDGET_BYTES_PER_SEC,
+    DNS_BUDGET_ENTRIES, EVENTS_RING_BYTES, FLOW_MAP_ENTRIES, UDP_PEER_ENTRIES,
 };
 use aya_ebpf::{
     bindings::{
@@ -13,7 +14,7 @@ use aya_ebpf::{
         BPF_SK_STORAGE_GET_F_CREATE,
     },
     btf_maps::SkStorage,
-    helpers::{bpf_ktime_get_boot_ns, bpf_sk_storage_delete, bpf_sk_storage_get},
+    helpers::{bpf_ktime_get_boot_ns, bpf_ktime_get_ns, bpf_sk_storage_delete, bpf_sk_storage_get},
     macros::{btf_map, map},
     maps::{LruHashMap, PerCpuArray, RingBuf},
 };
@@ -32,6 +33,45 @@ pub static UDP_PEERS: LruHashMap<UdpPeerKey, u64> =
 /// New flows and DNS answers, in arrival order.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// What is left of each cgroup's DNS budget (see `dns_budget`).
+#[map]
+pub static DNS_BUDGETS: LruHashMap<u64, DnsBudget> =
+    LruHashMap::with_max_entries(DNS_BUDGET_ENTRIES, 0);
+
+/// Takes `bytes` from `cgroup_id`'s DNS budget (a token bucket of bytes:
+/// DNS_BUDGET_BYTES_PER_SEC, DNS_BUDGET_BURST_BYTES); false, and counted, when not that much is
+/// left. Refills race between CPUs and may lose a little, never grant much.
+#[inline(always)]
+pub fn dns_budget(cgroup_id: u64, bytes: u32) -> bool {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(b) = DNS_BUDGETS.get_ptr_mut(&cgroup_id) else {
+        let full = DnsBudget {
+            refilled_ns: now,
+            tokens: DNS_BUDGET_BURST_BYTES.saturating_sub(bytes),
+            _pad: 0,
+        };
+        // A failure (table busy) only skips the budget for this record.
+        let _ = DNS_BUDGETS.insert(&cgroup_id, &full, 0);
+        return true;
+    };
+    let (last, tokens) = unsafe { ((*b).refilled_ns, (*b).tokens) };
+    // At most a burst's worth of time counts, which also keeps the product from overflowing.
+    let elapsed = now.saturating_sub(last).min(10_000_000_000);
+    let earned = elapsed * DNS_BUDGET_BYTES_PER_SEC / 1_000_000_000;
+    let mut tokens = tokens as u64;
+    if earned > 0 {
+        tokens = (tokens + earned).min(DNS_BUDGET_BURST_BYTES as u64);
+        unsafe { (*b).refilled_ns = now };
+    }
+    if tokens < bytes as u64 {
+        unsafe { (*b).tokens = tokens as u32 };
+        count(Counter::DnsRateLimited);
+        return false;
+    }
+    unsafe { (*b).tokens = (tokens - bytes as u64) as u32 };
+    true
+}
 
 /// Where a DNS event is assembled before it is output with its real length (see skb.rs).
 #[map]

@@ -23,8 +23,8 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        count, count_outcome, forget_socket, socket_state, submit_flags, Outcome, DNS_SCRATCH,
-        EVENTS,
+        count, count_outcome, dns_budget, forget_socket, socket_state, submit_flags, Outcome,
+        DNS_SCRATCH, EVENTS,
     },
     udp_replies::note_peer,
 };
@@ -250,13 +250,17 @@ fn capture_dns(
         return false;
     }
     let wire_len = total - payload_off;
-    let Some(ev) = DNS_SCRATCH.get_ptr_mut(0) else {
-        return false;
-    };
     let mut n = total - start;
     if n > DNS_CAPTURE_MAX {
         n = DNS_CAPTURE_MAX;
     }
+    let header = core::mem::offset_of!(DnsEvent, payload);
+    if !dns_budget(unsafe { bpf_skb_cgroup_id(skb) }, (header + n) as u32) {
+        return false;
+    }
+    let Some(ev) = DNS_SCRATCH.get_ptr_mut(0) else {
+        return false;
+    };
     let n = bounded_len(n);
     let ret = unsafe {
         bpf_skb_load_bytes(
@@ -274,7 +278,6 @@ fn capture_dns(
         (*ev).seq = seq;
         (*ev).captured_len = n as u16;
     }
-    let header = core::mem::offset_of!(DnsEvent, payload);
     // SAFETY: `ev` points to a whole DnsEvent and header + n <= size_of::<DnsEvent>().
     let record = unsafe { core::slice::from_raw_parts(ev as *const u8, header + n) };
     if EVENTS.output::<[u8]>(record, submit_flags()).is_err() {

@@ -4,12 +4,13 @@ use agent_common::{Counter, COUNTER_SLOTS};
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Kernel loss counters exported as `events_lost_total{reason}`; a lost event must be visible.
-const LOSS_REASONS: [(Counter, &str); 5] = [
+const LOSS_REASONS: [(Counter, &str); 6] = [
     (Counter::RingFullNewFlow, "ring_full_new_flow"),
     (Counter::RingFullDns, "ring_full_dns"),
     (Counter::FlowUpdateFailed, "flow_update_failed"),
     (Counter::OutcomeUnmatched, "outcome_unmatched"),
     (Counter::SocketStorageFailed, "socket_storage_failed"),
+    (Counter::DnsRateLimited, "dns_rate_limited"),
 ];
 
 /// Result of handling one DNS answer, the `result` label of `dns_answers_total`.

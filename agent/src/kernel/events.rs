@@ -41,19 +41,27 @@ pub struct DnsAnswer {
     pub payload: Vec<u8>,
 }
 
-/// Longest delay between an event and its delivery when the ring buffer is not filling up.
+/// Longest delay between an event and its delivery while events keep coming (the ring buffer
+/// not filling up; a filling ring wakes the reader at once).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest delay after a quiet spell: each look that finds nothing doubles the wait, up to this,
+/// and the first event brings it back to [`POLL_INTERVAL`]. An idle agent (a node whose pods
+/// repeat known flows, which the kernel aggregates) then wakes about once a second instead of ten
+/// times (BENCHMARKS.md, "CPU per million connections").
+pub const POLL_INTERVAL_IDLE: Duration = Duration::from_secs(1);
 
 /// Reads the ring buffer from a tokio task.
 pub struct EventReader {
     fd: AsyncFd<RingBuf<MapData>>,
     malformed: u64,
+    wait: Duration,
 }
 
 impl std::fmt::Debug for EventReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventReader")
             .field("malformed", &self.malformed)
+            .field("wait", &self.wait)
             .finish_non_exhaustive()
     }
 }
@@ -65,22 +73,27 @@ impl EventReader {
         // lives, and the AsyncFd owns the ring buffer.
         let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
             .map_err(|e| Error::Io(e.into()))?;
-        Ok(EventReader { fd, malformed: 0 })
+        Ok(EventReader {
+            fd,
+            malformed: 0,
+            wait: POLL_INTERVAL,
+        })
     }
 
     /// Waits for at least one event and appends every available event to `out`.
     ///
     /// Cancel-safe: events are only taken from the ring when they are appended. The programs do not
     /// wake the reader for every record (that costs more than the record), so this also looks every
-    /// [`POLL_INTERVAL`].
+    /// [`POLL_INTERVAL`], backing off to [`POLL_INTERVAL_IDLE`] while nothing comes.
     pub async fn next_batch(&mut self, out: &mut Vec<KernelEvent>) -> Result<(), Error> {
         loop {
             if self.drain(out) > 0 {
+                self.wait = POLL_INTERVAL;
                 return Ok(());
             }
-            match tokio::time::timeout(POLL_INTERVAL, self.fd.readable_mut()).await {
+            match tokio::time::timeout(self.wait, self.fd.readable_mut()).await {
                 Ok(guard) => guard.map_err(Error::Io)?.clear_ready(),
-                Err(_elapsed) => {}
+                Err(_elapsed) => self.wait = (self.wait * 2).min(POLL_INTERVAL_IDLE),
             }
         }
     }

@@ -140,11 +140,19 @@ impl Probes {
         &self.left_out
     }
 
-    /// Snapshot of the in-kernel flow table.
+    /// Snapshot of the in-kernel flow table (by batch where the kernel has it, Linux 5.6).
     pub fn flow_table(
         &self,
     ) -> Result<Vec<(agent_common::FlowKey, agent_common::FlowValue)>, Error> {
         maps::flow_table(&self.ebpf)
+    }
+
+    /// The same snapshot read entry by entry (two system calls per entry), as kernels without
+    /// batch operations get it; for benchmarks and tests.
+    pub fn flow_table_by_entry(
+        &self,
+    ) -> Result<Vec<(agent_common::FlowKey, agent_common::FlowValue)>, Error> {
+        maps::flow_table_by_entry(&self.ebpf)
     }
 
     /// Loss counters summed over CPUs, indexed by agent_common::Counter.

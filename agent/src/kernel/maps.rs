@@ -39,6 +39,11 @@ pub(super) fn flow_table(ebpf: &Ebpf) -> Result<Vec<(FlowKey, FlowValue)>, Error
     flow_table_walk(map)
 }
 
+/// [`flow_table`] without batches.
+pub(super) fn flow_table_by_entry(ebpf: &Ebpf) -> Result<Vec<(FlowKey, FlowValue)>, Error> {
+    flow_table_walk(ebpf.map(FLOWS).ok_or(Error::Missing("FLOWS map"))?)
+}
+
 /// The per-entry walk: a key deleted under the iterator ends that step, not the whole walk.
 fn flow_table_walk(map: &Map) -> Result<Vec<(FlowKey, FlowValue)>, Error> {
     let flows: HashMap<&MapData, FlowKey, FlowValue> = HashMap::try_from(map)?;

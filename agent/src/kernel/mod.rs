@@ -46,8 +46,9 @@
 //! - new keys and DNS answers (UDP or TCP from source port 53, attributed to the receiving
 //!   socket's cgroup) on the ring buffer. Over TCP each record is a piece of the stream placed by
 //!   its sequence number (a message may span segments, a segment may hold messages), and the
-//!   SYN-ACK announces where the stream starts. They are delivered within [`POLL_INTERVAL`] (the
-//!   programs do not wake the reader for each record; see `EventReader::next_batch`).
+//!   SYN-ACK announces where the stream starts. They are delivered within [`POLL_INTERVAL`]
+//!   while events keep coming, within [`POLL_INTERVAL_IDLE`] after a quiet spell (the programs
+//!   do not wake the reader for each record; see `EventReader::next_batch`).
 //! - losses and totals in [`Probes::counters`], indexed by `agent_common::Counter`:
 //!   `FlowInserted - flow_table().len()` is the number of flows the LRU evicted.
 
@@ -57,7 +58,7 @@ mod maps;
 pub mod programs;
 mod stats;
 
-pub use events::{DnsAnswer, EventReader, KernelEvent, POLL_INTERVAL};
+pub use events::{DnsAnswer, EventReader, KernelEvent, POLL_INTERVAL, POLL_INTERVAL_IDLE};
 pub use loader::{effective_capabilities, missing_capabilities, LeftOut, Options, Probes};
 pub use stats::{enable_run_time_stats, ProgramStats};
 

@@ -1,0 +1,58 @@
+//! Load generators the benchmark runs inside its hosts (`cargo xtask bench-worker ...`, started by
+//! the benchmark in a pod's cgroup and network namespace; not meant to be run by hand).
+//!
+//! Plain blocking sockets from the standard library, one connection at a time: the point is a
+//! steady, repeatable load whose every connection goes through the whole life the agent watches
+//! (connect, handshake, accept, close on both sides), not the highest rate a tuned load generator
+//! could reach.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+#[derive(clap::Subcommand)]
+pub enum Worker {
+    /// A loopback storm: `connects` times connect to a local listener, let it accept and close,
+    /// read the close, close. Prints `{"connects":N,"seconds":S,"port":P}`.
+    ConnectStorm {
+        #[arg(long)]
+        connects: u32,
+    },
+}
+
+pub fn run(worker: &Worker) -> Result<()> {
+    match worker {
+        Worker::ConnectStorm { connects } => connect_storm(*connects),
+    }
+}
+
+fn connect_storm(connects: u32) -> Result<()> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("binding the storm's listener")?;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        for _ in 0..connects {
+            // Accepted and closed at once: the server side of the connection's life.
+            let (stream, _) = listener.accept()?;
+            drop(stream);
+        }
+        Ok(())
+    });
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    for _ in 0..connects {
+        let mut stream = TcpStream::connect(addr).context("storm connect")?;
+        // The server's close: the client sees end of stream, then closes its side.
+        while stream.read(&mut buf)? > 0 {}
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    server
+        .join()
+        .map_err(|_| anyhow::anyhow!("the storm's server panicked"))??;
+    println!(
+        "{}",
+        serde_json::json!({"connects": connects, "seconds": seconds, "port": addr.port()})
+    );
+    Ok(())
+}
