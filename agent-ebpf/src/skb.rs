@@ -23,8 +23,7 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        count, count_outcome, dns_budget, forget_socket, socket_state, submit_flags, Outcome,
-        DNS_SCRATCH, EVENTS,
+        count, count_outcome, dns_budget, socket_state, submit_flags, Outcome, DNS_SCRATCH, EVENTS,
     },
     udp_replies::note_peer,
 };
@@ -176,10 +175,11 @@ fn handshake(skb: *mut __sk_buff, flags: u8, ack: u32) {
         return;
     }
     let key = unsafe { (*p).key };
-    // Only the CPU whose delete succeeds counts (a duplicate SYN-ACK processed at once elsewhere).
-    if !unsafe { forget_socket(full.cast()) } {
-        return;
-    }
+    // Done with: the storage itself goes with the socket. Clearing the state (rather than
+    // deleting the storage, which frees it through RCU) is a store; a duplicate SYN-ACK processed
+    // at this very moment on another CPU could still count twice, which TCP's own locking makes
+    // all but impossible (BENCHMARKS.md has what the delete cost).
+    unsafe { (*p).state = 0 };
     let outcome = if flags & TCP_RST != 0 {
         Outcome::Refused
     } else {

@@ -284,6 +284,16 @@ async fn a_full_flow_table_evicts_and_the_loss_is_counted() {
         "{} entries in an 8-entry table",
         table.len()
     );
+    // Read by batch (what the agent does) and entry by entry, the table is the same.
+    let sorted = |mut t: Vec<(FlowKey, agent_common::FlowValue)>| {
+        t.sort_by_key(|(k, _)| (k.dport, k.cgroup_id));
+        t
+    };
+    assert!(!table.is_empty());
+    assert_eq!(
+        sorted(table.clone()),
+        sorted(probes.flow_table_by_entry().unwrap())
+    );
     let counters = probes.counters().unwrap();
     // Every new key was inserted (evicting a colder one) and announced: user space sees 40 flows
     // and can tell that 40 - len were evicted.

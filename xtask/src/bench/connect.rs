@@ -23,6 +23,8 @@ use super::world::BenchWorld;
 struct Storm {
     connects: u64,
     seconds: f64,
+    /// CPU time of the storm's client and server threads.
+    cpu_seconds: f64,
     port: u16,
 }
 
@@ -30,12 +32,20 @@ impl Storm {
     fn rate(&self) -> f64 {
         self.connects as f64 / self.seconds
     }
+
+    /// Connections per CPU second of the storm's own threads: the rate it would reach on a CPU
+    /// of its own, which the load of other processes on a shared machine disturbs far less.
+    fn cpu_rate(&self) -> f64 {
+        self.connects as f64 / self.cpu_seconds
+    }
 }
 
 pub fn run(world: &BenchWorld, rounds: usize, connects: u32, dir: &Path) -> Result<Value> {
     let _tracefs = TraceFs::mount()?;
     let mut agent_ratios = Vec::new();
     let mut tcplife_ratios = Vec::new();
+    let mut agent_cpu_ratios = Vec::new();
+    let mut tcplife_cpu_ratios = Vec::new();
     let mut runs = Vec::new();
     let (mut agent_cpu, mut agent_connects, mut agent_rss) = (0u64, 0u64, 0u64);
     let (mut tcplife_cpu, mut tcplife_connects, mut tcplife_events) = (0u64, 0u64, 0u64);
@@ -63,6 +73,16 @@ pub fn run(world: &BenchWorld, rounds: usize, connects: u32, dir: &Path) -> Resu
 
         agent_ratios.push(ratio(bare1.rate(), with_agent.rate(), bare2.rate()));
         tcplife_ratios.push(ratio(bare2.rate(), with_tcplife.rate(), bare3.rate()));
+        agent_cpu_ratios.push(ratio(
+            bare1.cpu_rate(),
+            with_agent.cpu_rate(),
+            bare2.cpu_rate(),
+        ));
+        tcplife_cpu_ratios.push(ratio(
+            bare2.cpu_rate(),
+            with_tcplife.cpu_rate(),
+            bare3.cpu_rate(),
+        ));
         agent_cpu += cpu;
         agent_connects += with_agent.connects;
         agent_rss = agent_rss.max(rss);
@@ -70,17 +90,25 @@ pub fn run(world: &BenchWorld, rounds: usize, connects: u32, dir: &Path) -> Resu
         tcplife_connects += with_tcplife.connects;
         tcplife_events += events;
         eprintln!(
-            "bench: connect round {round}: bare {:.0}/s, agent {:.0}/s, bare {:.0}/s, tcplife {:.0}/s, bare {:.0}/s",
+            "bench: connect round {round}: bare {:.0}/s, agent {:.0}/s, bare {:.0}/s, tcplife {:.0}/s, bare {:.0}/s; per CPU second {:.0}, {:.0}, {:.0}, {:.0}, {:.0}",
             bare1.rate(),
             with_agent.rate(),
             bare2.rate(),
             with_tcplife.rate(),
-            bare3.rate()
+            bare3.rate(),
+            bare1.cpu_rate(),
+            with_agent.cpu_rate(),
+            bare2.cpu_rate(),
+            with_tcplife.cpu_rate(),
+            bare3.cpu_rate(),
         );
         runs.push(json!({
             "bare": [bare1.rate(), bare2.rate(), bare3.rate()],
             "agent": with_agent.rate(),
             "tcplife": with_tcplife.rate(),
+            "bare_per_cpu_second": [bare1.cpu_rate(), bare2.cpu_rate(), bare3.cpu_rate()],
+            "agent_per_cpu_second": with_agent.cpu_rate(),
+            "tcplife_per_cpu_second": with_tcplife.cpu_rate(),
             "agent_counted": seen,
         }));
     }
@@ -91,6 +119,10 @@ pub fn run(world: &BenchWorld, rounds: usize, connects: u32, dir: &Path) -> Resu
         "agent_ratios": agent_ratios,
         "tcplife_rate_ratio": median(&tcplife_ratios),
         "tcplife_ratios": tcplife_ratios,
+        "agent_cpu_rate_ratio": median(&agent_cpu_ratios),
+        "agent_cpu_ratios": agent_cpu_ratios,
+        "tcplife_cpu_rate_ratio": median(&tcplife_cpu_ratios),
+        "tcplife_cpu_ratios": tcplife_cpu_ratios,
         "agent_cpu_s_per_million_connects": agent_cpu as f64 / 1e9 / (agent_connects as f64 / 1e6),
         "agent_peak_rss_mib": agent_rss as f64 / 1024.0,
         "agent_counts_exact": true,
@@ -119,6 +151,7 @@ fn storm(world: &BenchWorld, connects: u32) -> Result<Storm> {
     Ok(Storm {
         connects: v["connects"].as_u64().unwrap_or(0),
         seconds: v["seconds"].as_f64().unwrap_or(f64::NAN),
+        cpu_seconds: v["cpu_seconds"].as_f64().unwrap_or(f64::NAN),
         port: v["port"].as_u64().unwrap_or(0) as u16,
     })
 }
@@ -126,7 +159,10 @@ fn storm(world: &BenchWorld, connects: u32) -> Result<Storm> {
 /// A storm with tcplife running system-wide, its output read (and counted) as a user would pipe
 /// it; returns the storm, tcplife's CPU time over it and the lines it printed.
 fn under_tcplife(world: &BenchWorld, connects: u32) -> Result<(Storm, u64, u64)> {
-    let mut child = Command::new("tcplife")
+    // Line-buffered, as on a terminal: piped, stdio would hold the header (and every line) back
+    // until 4 KiB have gathered.
+    let mut child = Command::new("stdbuf")
+        .args(["-oL", "tcplife"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

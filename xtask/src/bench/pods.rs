@@ -24,6 +24,10 @@ enum Load {
 struct Run {
     /// Bits/s (TCP) or datagrams/s (UDP) at the receiver.
     rate: f64,
+    /// The same per CPU second of the sender and the receiver (iperf3's own CPU figures): what
+    /// the pods would reach on CPUs of their own, far less disturbed by the rest of a shared
+    /// machine than the wall-clock rate.
+    cpu_rate: f64,
     /// Datagrams received (UDP), for the agent's CPU per packet.
     packets: u64,
 }
@@ -33,6 +37,7 @@ pub fn run(world: &BenchWorld, rounds: usize, seconds: u32, dir: &Path) -> Resul
     let mut out = serde_json::Map::new();
     for (name, load) in [("tcp", Load::Tcp), ("udp", Load::Udp)] {
         let mut ratios = Vec::new();
+        let mut cpu_ratios = Vec::new();
         let mut runs = Vec::new();
         let (mut cpu, mut packets, mut rss) = (0u64, 0u64, 0u64);
         iperf(world, load, 1)?; // warm-up
@@ -47,15 +52,21 @@ pub fn run(world: &BenchWorld, rounds: usize, seconds: u32, dir: &Path) -> Resul
             let bare2 = iperf(world, load, seconds)?;
             packets += with.packets;
             ratios.push(ratio(bare1.rate, with.rate, bare2.rate));
+            cpu_ratios.push(ratio(bare1.cpu_rate, with.cpu_rate, bare2.cpu_rate));
             eprintln!(
-                "bench: {name} round {round}: bare {:.4e}, agent {:.4e}, bare {:.4e}",
-                bare1.rate, with.rate, bare2.rate
+                "bench: {name} round {round}: bare {:.4e}, agent {:.4e}, bare {:.4e}; per CPU second {:.4e}, {:.4e}, {:.4e}",
+                bare1.rate, with.rate, bare2.rate, bare1.cpu_rate, with.cpu_rate, bare2.cpu_rate
             );
-            runs.push(json!([bare1.rate, with.rate, bare2.rate]));
+            runs.push(json!({
+                "rate": [bare1.rate, with.rate, bare2.rate],
+                "per_cpu_second": [bare1.cpu_rate, with.cpu_rate, bare2.cpu_rate],
+            }));
         }
         let mut part = json!({
             "rate_ratio": median(&ratios),
             "ratios": ratios,
+            "cpu_rate_ratio": median(&cpu_ratios),
+            "cpu_ratios": cpu_ratios,
             "runs": runs,
             "agent_peak_rss_mib": rss as f64 / 1024.0,
         });
@@ -95,21 +106,32 @@ fn iperf(world: &BenchWorld, load: Load, seconds: u32) -> Result<Run> {
         bail!("iperf3: {error}");
     }
     let end = &v["end"];
+    let cpu = &end["cpu_utilization_percent"];
+    // Percent of one CPU over the run, sender plus receiver.
+    let cpus = (cpu["host_total"].as_f64().unwrap_or(f64::NAN)
+        + cpu["remote_total"].as_f64().unwrap_or(f64::NAN))
+        / 100.0;
     Ok(match load {
-        Load::Tcp => Run {
-            rate: end["sum_received"]["bits_per_second"]
+        Load::Tcp => {
+            let rate = end["sum_received"]["bits_per_second"]
                 .as_f64()
-                .unwrap_or(f64::NAN),
-            packets: 0,
-        },
+                .unwrap_or(f64::NAN);
+            Run {
+                rate,
+                cpu_rate: rate / cpus,
+                packets: 0,
+            }
+        }
         Load::Udp => {
             let sum = &end["sum"];
             let sent = sum["packets"].as_u64().unwrap_or(0);
             let lost = sum["lost_packets"].as_u64().unwrap_or(0);
             let received = sent.saturating_sub(lost);
             let secs = sum["seconds"].as_f64().unwrap_or(f64::NAN);
+            let rate = received as f64 / secs;
             Run {
-                rate: received as f64 / secs,
+                rate,
+                cpu_rate: rate / cpus,
                 packets: received,
             }
         }
