@@ -22,7 +22,8 @@ pub fn run(scale: u32) -> Result<Value> {
     for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
         let line = line?;
         eprintln!("{line}");
-        if let Some(json) = line.strip_prefix("STORM ") {
+        // libtest prints the test's name on the same line, before what the test prints.
+        if let Some(json) = line.find("STORM {").map(|at| &line[at + "STORM ".len()..]) {
             let v: Value = serde_json::from_str(json).context("a STORM line")?;
             let name = v["test"].as_str().unwrap_or("?").to_owned();
             results.insert(name, v);
