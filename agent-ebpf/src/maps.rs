@@ -1,7 +1,8 @@
 //! Maps shared by every program, and the small helpers that touch them.
 //!
-//! The names of the statics are the map names user space looks up (`FLOWS`, `EVENTS`,
-//! `LOSS_COUNTERS`, `UDP_PEERS`, `SOCKETS`): keep them in sync with `agent/src/kernel/maps.rs`.
+//! The names of the statics are the map names user space looks up or sizes (`FLOWS`, `EVENTS`,
+//! `LOSS_COUNTERS`, `UDP_PEERS`): keep them in sync with `agent/src/kernel/maps.rs`. `SOCKETS`,
+//! `DNS_BUDGETS` and `DNS_SCRATCH` only the programs use.
 
 use agent_common::{
     Counter, DnsBudget, DnsEvent, EventKind, FlowKey, FlowValue, NewFlowEvent, PendingSocket,
