@@ -17,8 +17,6 @@ pub const IPPROTO_SCTP: u8 = 132;
 
 /// Capacity of the in-kernel flow table (LRU hash). User space may override it at load time.
 pub const FLOW_MAP_ENTRIES: u32 = 65_536;
-/// Capacity of the table of TCP connects waiting for their outcome, keyed by socket cookie.
-pub const PENDING_CONNECT_ENTRIES: u32 = 16_384;
 /// Capacity of the table of peers an unconnected UDP socket may answer (LRU hash), keyed by
 /// [`UdpPeerKey`]. One entry per (server socket, client address and port) seen in the last
 /// moments: a busy server evicts its oldest clients first, whose replies are then recorded as
@@ -29,13 +27,17 @@ pub const UDP_PEER_ENTRIES: u32 = 16_384;
 /// UDP "connection" (conntrack's unreplied UDP timeout): within it, NetworkPolicy allows the reply
 /// without an egress rule.
 pub const UDP_REPLY_WINDOW_NS: u64 = 30_000_000_000;
-/// Capacity of the table of connected UDP sockets that have not sent yet (socket cookie → the
-/// [`FlowKey`] of their `connect()`). LRU: a socket closed without sending ages out.
-pub const PENDING_UDP_ENTRIES: u32 = 16_384;
 /// Ring buffer size in bytes (must be a power of two and a multiple of the page size).
 pub const EVENTS_RING_BYTES: u32 = 1 << 20;
-/// Bytes of a DNS answer copied to user space. Longer answers are cut; user space counts them.
-pub const DNS_CAPTURE_MAX: usize = 1024;
+/// Bytes of DNS payload copied to user space in one ring-buffer record (a power of two). A UDP
+/// answer longer than this is cut (user space counts it and uses what was received); a TCP
+/// segment longer than this is copied in several records (see [`DNS_TCP_CHUNKS_MAX`]).
+pub const DNS_CAPTURE_MAX: usize = 4096;
+/// Records one TCP segment from port 53 may be copied in: 17 × 4 KiB covers the largest DNS
+/// message (64 KiB and its two-byte length prefix) even when GRO/GSO hand the socket one large
+/// segment. What a larger (BIG TCP) segment holds beyond that is lost, and user space counts the
+/// message it belongs to as cut.
+pub const DNS_TCP_CHUNKS_MAX: usize = 17;
 
 /// Aggregation key of one egress flow: who (cgroup) sent what to where.
 ///
@@ -69,19 +71,31 @@ pub struct FlowValue {
     pub _pad: u32,
 }
 
-/// A TCP connect waiting for its outcome, keyed by socket cookie.
+/// What a socket's local storage (`BPF_MAP_TYPE_SK_STORAGE`) remembers between its `connect()`
+/// and the moment its flow is complete: the socket's own memory, freed with the socket, so no
+/// table can fill up or be crowded out by another pod's sockets.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PendingConnect {
+pub struct PendingSocket {
+    /// The flow key of the socket's last `connect()`, as the socket saw its destination.
     pub key: FlowKey,
-    /// Non-zero once a RST arrived for the socket while it was in SYN_SENT.
-    pub reset_seen: u32,
-    pub _pad: u32,
+    /// One of the `PENDING_*` states below.
+    pub state: u8,
+    pub _pad: [u8; 7],
 }
+
+/// [`PendingSocket::state`]: a TCP connect whose SYN has not left yet (a connect that fails
+/// before sending one, e.g. no route, gets no outcome).
+pub const PENDING_TCP_CONNECT: u8 = 1;
+/// A TCP connect whose SYN left: the SYN-ACK or a RST gives its outcome; a close first is a
+/// timeout (or the application gave up).
+pub const PENDING_TCP_SYN_SENT: u8 = 2;
+/// A connected UDP socket that has not sent yet: its flow counts at its first datagram.
+pub const PENDING_UDP: u8 = 3;
 
 /// A peer that sent a datagram to an unconnected UDP socket before the socket sent anything to it
 /// (the socket answers: a DNS server, a statsd sink). The value is the time of the peer's last
-/// datagram, in coarse `CLOCK_MONOTONIC` ns (`bpf_ktime_get_coarse_ns`: only the kernel compares
+/// datagram, in `CLOCK_MONOTONIC` ns (`bpf_ktime_get_ns`: only the kernel compares
 /// it, unlike the BOOTTIME stamps of the flow table). Datagrams the socket sends back to the peer
 /// within
 /// [`UDP_REPLY_WINDOW_NS`] are replies: stateful policy allows them, so they are not flows.
@@ -133,7 +147,40 @@ pub struct NewFlowEvent {
 pub const DNS_TRANSPORT_UDP: u8 = IPPROTO_UDP;
 pub const DNS_TRANSPORT_TCP: u8 = IPPROTO_TCP;
 
-/// A bounded copy of one DNS answer (the transport payload), attributed to the receiving socket's cgroup.
+/// Bytes of DNS records one cgroup may put on the ring buffer per second, sustained, and in a
+/// burst: a quarter of the default ring. A pod flooding the node with DNS answers then uses up
+/// its own budget, not the ring that every pod's answers share; beyond it, its records are dropped
+/// and counted ([`Counter::DnsRateLimited`]). A busy pod's answers (a few hundred a second, a few
+/// hundred bytes each) stay far below it.
+pub const DNS_BUDGET_BYTES_PER_SEC: u64 = 256 * 1024;
+pub const DNS_BUDGET_BURST_BYTES: u32 = 256 * 1024;
+/// Capacity of the per-cgroup budget table (LRU: the least recently answered cgroup is forgotten
+/// first, and starts again with a full budget).
+pub const DNS_BUDGET_ENTRIES: u32 = 8_192;
+
+/// What is left of one cgroup's DNS budget ([`DNS_BUDGET_BYTES_PER_SEC`]), keyed by cgroup id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsBudget {
+    /// `CLOCK_MONOTONIC` ns of the last refill.
+    pub refilled_ns: u64,
+    /// Bytes left.
+    pub tokens: u32,
+    pub _pad: u32,
+}
+
+/// [`DnsEvent::flags`]: the SYN-ACK of a TCP connection from port 53. It carries no payload; its
+/// `seq` is the sequence number of the stream's first byte, where the first message's length
+/// prefix starts.
+pub const DNS_FLAG_STREAM_START: u8 = 1;
+
+/// A bounded copy of DNS payload (the transport payload of one packet, or one chunk of it),
+/// attributed to the receiving socket's cgroup.
+///
+/// Over UDP one record is one datagram, cut after [`DNS_CAPTURE_MAX`] bytes. Over TCP a DNS
+/// message may span several segments and a segment may hold several messages, so each record is a
+/// piece of the byte stream: `seq` places it, the socket cookie names the stream, and user space
+/// reassembles the messages by their length prefixes.
 ///
 /// On the ring buffer a record ends after `captured_len` payload bytes (it is shorter than this
 /// struct unless the copy was cut): readers must bound the payload by the record's length.
@@ -142,13 +189,20 @@ pub const DNS_TRANSPORT_TCP: u8 = IPPROTO_TCP;
 pub struct DnsEvent {
     /// Always `EventKind::DnsAnswer as u32`.
     pub kind: u32,
-    /// Length of the payload on the wire; larger than `captured_len` when the copy was cut.
+    /// Length of the packet's transport payload; larger than `captured_len` when the copy was cut
+    /// or is one chunk of several.
     pub wire_len: u32,
     pub cgroup_id: u64,
+    /// Cookie of the receiving socket: over TCP, the stream the bytes belong to.
+    pub socket_cookie: u64,
+    /// TCP: sequence number of `payload[0]`. UDP: 0.
+    pub seq: u32,
     pub captured_len: u16,
     pub family: u8,
     pub transport: u8,
-    pub _pad: u32,
+    /// `DNS_FLAG_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 7],
     pub payload: [u8; DNS_CAPTURE_MAX],
 }
 
@@ -169,6 +223,13 @@ pub enum Counter {
     /// Datagrams an unconnected UDP socket sent back to a peer that had just sent to it (see
     /// [`UdpPeerKey`]): replies, not recorded as flows.
     UdpRepliesSkipped = 5,
+    /// A socket's local storage could not be created at `connect()` (kernel memory or the
+    /// socket's option-memory limit): a TCP connect then gets no outcome, and a connected UDP
+    /// socket's flow is recorded at once instead of at its first datagram.
+    SocketStorageFailed = 6,
+    /// A DNS record was not copied: its cgroup had used up its budget
+    /// ([`DNS_BUDGET_BYTES_PER_SEC`]).
+    DnsRateLimited = 7,
 }
 
 /// Number of entries in the loss counter array.
@@ -180,8 +241,9 @@ mod user {
     // padding fields, so every bit pattern is valid and there are no implicit padding bytes.
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowValue {}
-    unsafe impl aya::Pod for super::PendingConnect {}
+    unsafe impl aya::Pod for super::PendingSocket {}
     unsafe impl aya::Pod for super::UdpPeerKey {}
+    unsafe impl aya::Pod for super::DnsBudget {}
     unsafe impl aya::Pod for super::NewFlowEvent {}
     unsafe impl aya::Pod for super::DnsEvent {}
 }
@@ -201,13 +263,24 @@ mod tests {
         assert_eq!(offset_of!(FlowKey, family), 26);
         assert_eq!(offset_of!(FlowKey, protocol), 27);
         assert_eq!(size_of::<FlowValue>(), 40);
-        assert_eq!(size_of::<PendingConnect>(), 40);
+        assert_eq!(size_of::<PendingSocket>(), 40);
+        assert_eq!(size_of::<DnsBudget>(), 16);
+        assert_eq!(offset_of!(DnsBudget, tokens), 8);
+        assert_eq!(offset_of!(PendingSocket, state), 32);
         assert_eq!(size_of::<NewFlowEvent>(), 40);
         assert_eq!(offset_of!(NewFlowEvent, key), 8);
+        assert_eq!(offset_of!(DnsEvent, wire_len), 4);
         assert_eq!(offset_of!(DnsEvent, cgroup_id), 8);
-        assert_eq!(offset_of!(DnsEvent, captured_len), 16);
-        assert_eq!(offset_of!(DnsEvent, payload), 24);
-        assert_eq!(size_of::<DnsEvent>(), 24 + DNS_CAPTURE_MAX);
+        assert_eq!(offset_of!(DnsEvent, socket_cookie), 16);
+        assert_eq!(offset_of!(DnsEvent, seq), 24);
+        assert_eq!(offset_of!(DnsEvent, captured_len), 28);
+        assert_eq!(offset_of!(DnsEvent, family), 30);
+        assert_eq!(offset_of!(DnsEvent, transport), 31);
+        assert_eq!(offset_of!(DnsEvent, flags), 32);
+        assert_eq!(offset_of!(DnsEvent, payload), 40);
+        assert_eq!(size_of::<DnsEvent>(), 40 + DNS_CAPTURE_MAX);
+        assert!(DNS_CAPTURE_MAX.is_power_of_two());
+        assert!(DNS_CAPTURE_MAX * DNS_TCP_CHUNKS_MAX >= 2 + u16::MAX as usize);
         assert_eq!(size_of::<UdpPeerKey>(), 32);
         assert_eq!(align_of::<UdpPeerKey>(), 8);
         assert_eq!(offset_of!(UdpPeerKey, addr), 8);
@@ -229,6 +302,13 @@ mod tests {
     fn counters_fit_the_array() {
         assert_eq!(COUNTER_SLOTS, 8);
         assert_eq!(Counter::UdpRepliesSkipped as u32, 5);
-        assert!((Counter::UdpRepliesSkipped as u32) < COUNTER_SLOTS);
+        assert_eq!(Counter::SocketStorageFailed as u32, 6);
+        assert_eq!(Counter::DnsRateLimited as u32, 7);
+        assert!((Counter::DnsRateLimited as u32) < COUNTER_SLOTS);
+        assert_eq!(
+            (PENDING_TCP_CONNECT, PENDING_TCP_SYN_SENT, PENDING_UDP),
+            (1, 2, 3)
+        );
+        assert_eq!(DNS_FLAG_STREAM_START, 1);
     }
 }

@@ -21,8 +21,6 @@ mod skb_egress;
 #[cfg(target_arch = "bpf")]
 mod sock_addr;
 #[cfg(target_arch = "bpf")]
-mod sock_ops;
-#[cfg(target_arch = "bpf")]
 mod udp_replies;
 
 #[cfg(target_arch = "bpf")]

@@ -2,21 +2,24 @@
 //!
 //! A UDP `connect()` sends nothing: glibc's getaddrinfo connects a throwaway socket to every
 //! answer to sort them, and closes it. So a connected UDP socket's flow is only remembered here
-//! (`PENDING_UDP`) and recorded when its first datagram leaves (skb_egress.rs).
+//! (in the socket's own storage, `SOCKETS`) and recorded when its first datagram leaves
+//! (skb_egress.rs). A TCP connect is recorded at once, and remembered in the same storage until
+//! its outcome (skb.rs, skb_egress.rs).
 //!
 //! They run in the calling process's context, so the current task's cgroup is the socket owner's.
 //! Every path returns 1 (allow): the agent observes, it never decides. A datagram that answers a
 //! peer which sent to the socket first is a reply, not a flow (see udp_replies.rs).
 
-use agent_common::{FlowKey, PendingConnect, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP};
+use agent_common::{
+    Counter, FlowKey, AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, PENDING_TCP_CONNECT,
+    PENDING_TCP_SYN_SENT, PENDING_UDP,
+};
 use aya_ebpf::{
-    helpers::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
-    macros::cgroup_sock_addr,
-    programs::SockAddrContext,
+    helpers::bpf_get_current_cgroup_id, macros::cgroup_sock_addr, programs::SockAddrContext,
 };
 
 use crate::{
-    maps::{record_flow, PENDING, PENDING_UDP},
+    maps::{count, count_outcome, forget_socket, record_flow, socket_state_or_new, Outcome},
     udp_replies::is_reply,
 };
 
@@ -39,8 +42,7 @@ pub fn connect6(ctx: SockAddrContext) -> i32 {
             // udp_sendmsg with the peer as an explicit address, so sendmsg4 records every one of
             // them, as for an unconnected socket. The connect adds nothing, and must forget an
             // earlier connect of the socket that has not sent.
-            let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-            let _ = PENDING_UDP.remove(cookie);
+            let _ = unsafe { forget_socket(socket(&ctx)) };
         } else {
             on_connect(&ctx, &key);
         }
@@ -70,30 +72,44 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 
 #[inline(always)]
 fn on_connect(ctx: &SockAddrContext, key: &FlowKey) {
-    if key.protocol == IPPROTO_UDP {
-        // The key must be taken now: the egress program sees the packet after netfilter DNAT,
-        // when a Service ClusterIP has become a backend address. A reconnect replaces the key.
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-        // A failure loses this socket's flow, as an eviction from FLOWS would; the LRU makes it
-        // all but impossible.
-        let _ = PENDING_UDP.insert(cookie, *key, 0);
+    let udp = key.protocol == IPPROTO_UDP;
+    if !udp {
+        record_flow(key);
+        // Only plain TCP: an MPTCP connect is recorded as TCP, but its outcome shows on subflow
+        // sockets of their own, so the socket connecting here would never see one.
+        if unsafe { (*ctx.sock_addr).protocol } != IPPROTO_TCP as u32 {
+            return;
+        }
+    }
+    let Some(p) = (unsafe { socket_state_or_new(socket(ctx)) }) else {
+        count(Counter::SocketStorageFailed);
+        // A UDP flow must not be lost: record it now, as if it had sent.
+        if udp {
+            record_flow(key);
+        }
         return;
+    };
+    // A TCP socket may connect again after a failed attempt: an attempt still waiting for its
+    // answer when the next one starts was given up on, which is what a timeout is.
+    if unsafe { (*p).state } == PENDING_TCP_SYN_SENT {
+        count_outcome(unsafe { &(*p).key }, Outcome::TimedOut);
     }
-    record_flow(key);
-    // Only plain TCP: an MPTCP connect is recorded as TCP, but its outcome shows on subflow
-    // sockets with other cookies, so a pending entry would never be resolved.
-    if unsafe { (*ctx.sock_addr).protocol } == IPPROTO_TCP as u32 {
-        // The cookie ties this connect to the socket's later state changes (sock_ops) and to a
-        // RST arriving for it (cgroup_skb ingress).
-        let cookie = unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) };
-        let pending = PendingConnect {
-            key: *key,
-            reset_seen: 0,
-            _pad: 0,
+    // The key must be taken now: the egress program sees the packet after netfilter DNAT, when a
+    // Service ClusterIP has become a backend address. A reconnect replaces the key.
+    unsafe {
+        (*p).key = *key;
+        (*p).state = if udp {
+            PENDING_UDP
+        } else {
+            PENDING_TCP_CONNECT
         };
-        // A failure only loses the outcome, which the sock_ops side counts as OutcomeUnmatched.
-        let _ = PENDING.insert(cookie, pending, 0);
     }
+}
+
+/// The connecting socket, as the storage helpers take it.
+#[inline(always)]
+fn socket(ctx: &SockAddrContext) -> *mut core::ffi::c_void {
+    unsafe { (*ctx.sock_addr).__bindgen_anon_1.sk }.cast()
 }
 
 #[inline(always)]

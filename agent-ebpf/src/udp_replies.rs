@@ -27,7 +27,7 @@
 use agent_common::{Counter, FlowKey, UdpPeerKey, AF_INET, IPPROTO_UDP, UDP_REPLY_WINDOW_NS};
 use aya_ebpf::{
     bindings::__sk_buff,
-    helpers::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns, bpf_skb_cgroup_id},
+    helpers::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_cgroup_id},
     programs::SockAddrContext,
 };
 
@@ -69,7 +69,7 @@ pub fn note_peer(skb: *mut __sk_buff, data: usize, family: u8, sport: u16) {
         put_word(&mut key.addr, 8, unsafe { *((data + 16) as *const u32) });
         put_word(&mut key.addr, 12, unsafe { *((data + 20) as *const u32) });
     }
-    let now = coarse_now();
+    let now = mark_clock();
     // A peer already marked: refresh. One lookup and a store for a client that keeps querying.
     if let Some(seen) = UDP_PEERS.get_ptr_mut(&key) {
         unsafe { *seen = now };
@@ -109,7 +109,7 @@ pub fn is_reply(ctx: &SockAddrContext, key: &FlowKey) -> bool {
         return false;
     };
     // Another CPU may refresh the mark after `now` was taken: saturate, that is a fresh mark.
-    if coarse_now().saturating_sub(unsafe { *seen }) <= UDP_REPLY_WINDOW_NS {
+    if mark_clock().saturating_sub(unsafe { *seen }) <= UDP_REPLY_WINDOW_NS {
         count(Counter::UdpRepliesSkipped);
         return true;
     }
@@ -119,12 +119,13 @@ pub fn is_reply(ctx: &SockAddrContext, key: &FlowKey) -> bool {
     false
 }
 
-/// The clock of the marks: `CLOCK_MONOTONIC` at tick resolution, which is plenty for a 30 s window
-/// and was measured about 30 ns cheaper per datagram than the precise BOOTTIME clock of the flow
-/// table. The marks never leave the kernel, so the two clocks are never compared.
+/// The clock of the marks: `CLOCK_MONOTONIC`. `bpf_ktime_get_coarse_ns` would be some 15-30 ns
+/// cheaper per datagram, but it needs Linux 5.11 and the agent runs from 5.10 (README, "Where it
+/// runs"). The marks never leave the kernel, so this clock is never compared with the BOOTTIME
+/// stamps of the flow table.
 #[inline(always)]
-fn coarse_now() -> u64 {
-    unsafe { bpf_ktime_get_coarse_ns() }
+fn mark_clock() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
 }
 
 #[inline(always)]

@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod pods;
+pub mod preflight;
 pub mod run;
 pub mod ship;

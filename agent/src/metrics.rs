@@ -4,11 +4,13 @@ use agent_common::{Counter, COUNTER_SLOTS};
 use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Kernel loss counters exported as `events_lost_total{reason}`; a lost event must be visible.
-const LOSS_REASONS: [(Counter, &str); 4] = [
+const LOSS_REASONS: [(Counter, &str); 6] = [
     (Counter::RingFullNewFlow, "ring_full_new_flow"),
     (Counter::RingFullDns, "ring_full_dns"),
     (Counter::FlowUpdateFailed, "flow_update_failed"),
     (Counter::OutcomeUnmatched, "outcome_unmatched"),
+    (Counter::SocketStorageFailed, "socket_storage_failed"),
+    (Counter::DnsRateLimited, "dns_rate_limited"),
 ];
 
 /// Why one delivery attempt of a batch to the recommender failed, the `reason` label of
@@ -168,6 +170,21 @@ impl NetnsScanFailure {
 pub enum DnsResult {
     Parsed,
     Rejected,
+    /// Incomplete (cut by the capture, or a piece of its TCP stream never arrived): named from
+    /// the part received.
+    Cut,
+}
+
+impl DnsResult {
+    const ALL: [DnsResult; 3] = [DnsResult::Parsed, DnsResult::Rejected, DnsResult::Cut];
+
+    fn label(self) -> &'static str {
+        match self {
+            DnsResult::Parsed => "parsed",
+            DnsResult::Rejected => "rejected",
+            DnsResult::Cut => "cut",
+        }
+    }
 }
 
 pub struct Metrics {
@@ -186,6 +203,8 @@ pub struct Metrics {
     existing_sockets: IntCounterVec,
     netns_scanned: IntCounter,
     netns_scan_failures: IntCounterVec,
+    dns_names_cached: IntGauge,
+    dns_tcp_bytes_held: IntGauge,
 }
 
 /// The series of delivery to the recommender (`ship`).
@@ -341,14 +360,22 @@ impl Metrics {
                 "Network namespaces that could not be scanned for existing sockets, by reason.",
                 "reason",
             ),
+            dns_names_cached: gauge(
+                "egress_agent_dns_names_cached",
+                "(source, address, name) triples remembered from DNS answers (bounded).",
+            ),
+            dns_tcp_bytes_held: gauge(
+                "egress_agent_dns_tcp_bytes_held",
+                "Bytes of DNS-over-TCP streams held until their messages are complete (bounded).",
+            ),
             registry,
         };
         // Export every series from the start, so that absence means zero rather than unknown.
         for (_, reason) in LOSS_REASONS {
             m.events_lost.with_label_values(&[reason]);
         }
-        for result in ["parsed", "rejected"] {
-            m.dns_answers.with_label_values(&[result]);
+        for result in DnsResult::ALL {
+            m.dns_answers.with_label_values(&[result.label()]);
         }
         for reason in DeliveryFailure::ALL {
             m.ship
@@ -445,11 +472,15 @@ impl Metrics {
     }
 
     pub fn dns_answer(&self, result: DnsResult) {
-        let label = match result {
-            DnsResult::Parsed => "parsed",
-            DnsResult::Rejected => "rejected",
-        };
-        self.dns_answers.with_label_values(&[label]).inc();
+        self.dns_answers.with_label_values(&[result.label()]).inc();
+    }
+
+    /// What the DNS side holds: cached names and bytes of TCP streams being reassembled.
+    pub fn dns_memory(&self, names_cached: usize, tcp_bytes_held: usize) {
+        self.dns_names_cached
+            .set(i64::try_from(names_cached).unwrap_or(i64::MAX));
+        self.dns_tcp_bytes_held
+            .set(i64::try_from(tcp_bytes_held).unwrap_or(i64::MAX));
     }
 
     pub fn pods_file_reload_error(&self) {
@@ -539,6 +570,10 @@ mod tests {
             "egress_agent_events_lost_total{reason=\"ring_full_dns\"}",
             "egress_agent_dns_answers_total{result=\"parsed\"}",
             "egress_agent_dns_answers_total{result=\"rejected\"}",
+            "egress_agent_dns_answers_total{result=\"cut\"}",
+            "egress_agent_events_lost_total{reason=\"socket_storage_failed\"}",
+            "egress_agent_dns_names_cached",
+            "egress_agent_dns_tcp_bytes_held",
         ] {
             assert_eq!(value(&text, series), Some(0), "{series}\n{text}");
         }

@@ -11,7 +11,7 @@ use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use flow_model::FlowRecord;
 
 use crate::clock::BootClock;
-use crate::dns::{parse_answer, DnsCache};
+use crate::dns::{Decoded, DnsCache, DnsDecoder, Limits};
 use crate::flows::{destination_of, to_record, Aggregator, FlowDelta};
 use crate::identity::IdentityCache;
 use crate::kernel::KernelEvent;
@@ -23,6 +23,8 @@ pub struct Pipeline {
     identities: IdentityCache,
     pods: Option<PodsFile>,
     dns: DnsCache,
+    /// DNS records to answers (TCP streams reassembled).
+    dns_decoder: DnsDecoder,
     aggregator: Aggregator,
     /// Keys seen leaving the flow table since start (see `Metrics::kernel_counters`).
     forgotten: u64,
@@ -42,6 +44,7 @@ impl Pipeline {
             identities,
             pods,
             dns,
+            dns_decoder: DnsDecoder::new(Limits::default()),
             aggregator: Aggregator::new(),
             forgotten: 0,
             metrics,
@@ -56,17 +59,29 @@ impl Pipeline {
                 self.identities.identify(key.cgroup_id);
             }
             KernelEvent::Dns(answer) => {
-                match parse_answer(answer.transport, &answer.payload, answer.wire_len) {
-                    Ok(addrs) => {
-                        self.metrics.dns_answer(DnsResult::Parsed);
-                        let identity = self.identities.identify(answer.cgroup_id);
-                        self.dns.insert(identity.dns_source(), &addrs, now);
-                    }
-                    Err(reason) => {
-                        self.metrics.dns_answer(DnsResult::Rejected);
-                        tracing::debug!(cgroup_id = answer.cgroup_id, %reason, "DNS answer rejected");
-                    }
+                for decoded in self.dns_decoder.decode(&answer, now) {
+                    self.remember(decoded, now);
                 }
+            }
+        }
+    }
+
+    /// Counts one parsed DNS answer and remembers its names for the receiving cgroup's pod.
+    fn remember(&mut self, decoded: Decoded, now: Instant) {
+        match decoded.result {
+            Ok(answer) => {
+                let result = if answer.complete {
+                    DnsResult::Parsed
+                } else {
+                    DnsResult::Cut
+                };
+                self.metrics.dns_answer(result);
+                let identity = self.identities.identify(decoded.cgroup_id);
+                self.dns.insert(identity.dns_source(), &answer.addrs, now);
+            }
+            Err(reason) => {
+                self.metrics.dns_answer(DnsResult::Rejected);
+                tracing::debug!(cgroup_id = decoded.cgroup_id, %reason, "DNS answer rejected");
             }
         }
     }
@@ -88,6 +103,10 @@ impl Pipeline {
             }
         }
         let pod_index = self.pods.as_ref().map(PodsFile::index).unwrap_or_default();
+        // TCP answers whose streams stalled are named from what arrived before the records go out.
+        for decoded in self.dns_decoder.expire(now) {
+            self.remember(decoded, now);
+        }
 
         let poll = self.aggregator.poll(table);
         self.metrics.flows_observed(poll.new_keys);
@@ -116,6 +135,8 @@ impl Pipeline {
         self.dns.purge(now);
         self.metrics
             .cgroups_unresolved(self.identities.unresolved_total());
+        self.metrics
+            .dns_memory(self.dns.len(), self.dns_decoder.held_bytes());
         records
     }
 
@@ -280,6 +301,9 @@ mod tests {
                 family: agent_common::AF_INET,
                 transport: 17,
                 wire_len: dns.len() as u32,
+                socket_cookie: 1,
+                seq: 0,
+                flags: 0,
                 payload: dns,
             }),
             now,
@@ -338,8 +362,11 @@ mod tests {
                 KernelEvent::Dns(DnsAnswer {
                     cgroup_id: f.host_cgroup,
                     family: agent_common::AF_INET,
-                    transport: 6,
+                    transport: 17,
                     wire_len,
+                    socket_cookie: 2,
+                    seq: 0,
+                    flags: 0,
                     payload,
                 }),
                 Instant::now(),

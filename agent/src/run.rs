@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::cgroup::{mount, resolver::CgroupResolver};
+use crate::cgroup::resolver::CgroupResolver;
 use crate::cli::RunArgs;
 use crate::clock::BootClock;
 use crate::dns::DnsCache;
@@ -50,6 +50,8 @@ pub enum Error {
     },
     #[error("cannot find the cgroup v2 hierarchy: {0}")]
     Cgroup(std::io::Error),
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::Error),
     #[error("--metrics-addr {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -100,7 +102,9 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     if let Some(shipper) = shipper(&args, &node, &metrics)? {
         outputs.add_shipper(shipper, &metrics);
     }
-    let root = mount::find_cgroup2_root().map_err(Error::Cgroup)?;
+    // What the node lacks (kernel, cgroup v2, capabilities) is named before anything is loaded.
+    let plan = crate::preflight::check()?;
+    let root = plan.cgroup_root.clone();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = http::bind(args.metrics_addr)
         .await
@@ -121,7 +125,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         let _ = http_stopped.await;
     }));
 
-    let attached = Probes::attach(&root)
+    let attached = Probes::attach_with(&root, plan.options())
         .map_err(|source| Error::Attach {
             hint: privilege_hint(),
             source,
@@ -679,6 +683,9 @@ mod tests {
                 family: agent_common::AF_INET,
                 transport: agent_common::IPPROTO_UDP,
                 wire_len: answer.len() as u32,
+                socket_cookie: 1,
+                seq: 0,
+                flags: 0,
                 payload: answer,
             }),
             KernelEvent::NewFlow(key),

@@ -1,6 +1,7 @@
-//! Project tasks. `cargo xtask setup | test | lab | fuzz`; each does its own set-up first, idempotently.
+//! Project tasks. `cargo xtask setup | test | lab | bench | fuzz`; each does its own set-up first,
+//! idempotently.
 
-mod bench_agent;
+mod bench;
 mod cmd;
 mod lab;
 mod setup;
@@ -28,8 +29,15 @@ enum Task {
     },
     /// Set up, then run the whole system on this machine and show what it learned.
     Lab(lab::LabArgs),
-    /// Measure what the kernel programs cost per run under the lab's traffic (see BENCHMARKS.md).
-    BenchAgent(bench_agent::BenchAgentArgs),
+    /// Measure what the agent costs a node, side by side with bare runs and a peer (see
+    /// BENCHMARKS.md); `--only PART` runs one part.
+    Bench(bench::BenchArgs),
+    /// A load generator of the benchmark, run inside its pods.
+    #[command(hide = true)]
+    BenchWorker {
+        #[command(subcommand)]
+        worker: bench::worker::Worker,
+    },
     /// Fuzz one target for a while (`cargo xtask fuzz dns_answer --seconds 600`).
     Fuzz {
         #[arg(default_value = "dns_answer")]
@@ -45,7 +53,8 @@ fn main() {
         Task::Setup => setup::run().map(|_| ()),
         Task::Test { fuzz_seconds } => test::run(fuzz_seconds),
         Task::Lab(args) => lab::run(&args),
-        Task::BenchAgent(args) => bench_agent::run(&args),
+        Task::Bench(args) => bench::run(&args),
+        Task::BenchWorker { worker } => bench::worker::run(&worker),
         Task::Fuzz { target, seconds } => {
             setup::run().and_then(|tools| test::fuzz(&tools, &target, seconds))
         }

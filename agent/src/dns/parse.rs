@@ -5,15 +5,18 @@
 //! Records off the chain (additional data, stray answers) are ignored, so a response cannot attach a
 //! name to an address it was not asked about.
 //!
-//! The kernel copies at most `DNS_CAPTURE_MAX` bytes of an answer. A cut answer is used when its
-//! header, question and whole answer section are within the copy (what is lost is authority and
-//! additional data, which are not used); otherwise it is rejected.
+//! An answer may reach the parser incomplete: the kernel copies at most `DNS_CAPTURE_MAX` bytes of
+//! a UDP answer, and a TCP stream may lose a piece (see `tcp`). A cut answer is named from what
+//! was received: its header and question must be whole, then every answer record that is whole
+//! counts, up to the first one that is not (authority and additional data are not used anyway).
+//! The CNAME chain is followed over the records received, so names are never attached to an
+//! address the received part does not lead to.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use hickory_proto::op::{Header, Message, MessageType, ResponseCode};
-use hickory_proto::rr::{Name, RData};
+use hickory_proto::rr::{Name, RData, Record};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
 /// Longest CNAME chain followed; resolvers themselves give up around 8–16.
@@ -31,7 +34,7 @@ pub struct ResolvedAddr {
 }
 
 /// Why an answer was not used. Every variant is counted as `rejected`.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Rejected {
     #[error("transport {0} is neither TCP (6) nor UDP (17)")]
     Transport(u8),
@@ -39,7 +42,7 @@ pub enum Rejected {
     TcpIncomplete,
     #[error("message larger than {MAX_MESSAGE_LEN} bytes")]
     Oversized,
-    #[error("the capture cut the message and the rest does not decode")]
+    #[error("the message is incomplete and its header or question was not received whole")]
     Cut,
     #[error("not a DNS message: {0}")]
     Malformed(String),
@@ -51,16 +54,31 @@ pub enum Rejected {
     NoQuestion,
 }
 
-/// Parses one captured DNS answer.
+/// What one answer gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The addresses it resolves (possibly none, e.g. a CNAME-only or NODATA answer).
+    pub addrs: Vec<ResolvedAddr>,
+    /// False when the message was incomplete and these come from the part received.
+    pub complete: bool,
+}
+
+/// Parses one captured DNS answer that arrived in one piece.
 ///
 /// `transport` is 6 (TCP: the payload starts with the two-byte length prefix) or 17 (UDP);
 /// `wire_len` is the payload's length on the wire, larger than `payload.len()` when the capture cut
-/// it. Returns the addresses the answer resolves (possibly none, e.g. a CNAME-only or NODATA answer).
+/// it. Returns the addresses the answer resolves, from what was received when it was cut.
+/// (Streams of TCP pieces go through `tcp::TcpStreams` and [`parse_message`].)
 pub fn parse_answer(
     transport: u8,
     payload: &[u8],
     wire_len: u32,
 ) -> Result<Vec<ResolvedAddr>, Rejected> {
+    parse_payload(transport, payload, wire_len).map(|a| a.addrs)
+}
+
+/// [`parse_answer`], telling whether the answer was whole.
+pub fn parse_payload(transport: u8, payload: &[u8], wire_len: u32) -> Result<Answer, Rejected> {
     let cut = (payload.len() as u64) < u64::from(wire_len);
     let message = match transport {
         agent_common::DNS_TRANSPORT_TCP => {
@@ -68,35 +86,49 @@ pub fn parse_answer(
                 .split_first_chunk::<2>()
                 .ok_or(Rejected::TcpIncomplete)?;
             let len = usize::from(u16::from_be_bytes(*prefix));
-            rest.get(..len).ok_or(Rejected::TcpIncomplete)?
+            match rest.get(..len) {
+                Some(message) => return parse_message(message, true),
+                None if cut => return parse_message(rest, false),
+                None => return Err(Rejected::TcpIncomplete),
+            }
         }
         agent_common::DNS_TRANSPORT_UDP => payload,
         other => return Err(Rejected::Transport(other)),
     };
+    parse_message(message, !cut)
+}
+
+/// Parses one DNS message (without a TCP length prefix). `complete` is false when `message` is
+/// only the first part of it: the whole answer records of that part are used.
+pub fn parse_message(message: &[u8], complete: bool) -> Result<Answer, Rejected> {
     if message.len() > MAX_MESSAGE_LEN {
         return Err(Rejected::Oversized);
     }
-    let message = match Message::from_vec(message) {
-        Ok(m) => m,
-        Err(_) if cut => decode_through_answers(message).ok_or(Rejected::Cut)?,
+    let (message, complete) = match Message::from_vec(message) {
+        Ok(m) => (m, true),
+        Err(_) if !complete => (decode_received(message).ok_or(Rejected::Cut)?, false),
         Err(error) => return Err(Rejected::Malformed(error.to_string())),
     };
-    resolved_addrs(&message)
+    Ok(Answer {
+        addrs: resolved_addrs(&message)?,
+        complete,
+    })
 }
 
-/// Decodes the header, the questions and the answer section only (all by hickory), for a message
-/// whose later sections were cut by the capture.
-fn decode_through_answers(bytes: &[u8]) -> Option<Message> {
+/// Decodes the header, the questions and every whole answer record (each by hickory) of a
+/// message whose end is missing.
+fn decode_received(bytes: &[u8]) -> Option<Message> {
     let mut decoder = BinDecoder::new(bytes);
     let header = Header::read(&mut decoder).ok()?;
     let queries = Message::read_queries(&mut decoder, header.counts.queries.into()).ok()?;
-    let (answers, _, _) = Message::read_records(
-        &mut decoder,
-        header.counts.answers.into(),
-        false,
-        header.metadata.op_code,
-    )
-    .ok()?;
+    let mut answers = Vec::new();
+    for _ in 0..header.counts.answers {
+        match Record::read(&mut decoder) {
+            Ok(record) => answers.push(record),
+            // The rest of the section was not received.
+            Err(_) => break,
+        }
+    }
     let mut message = Message::new(
         header.metadata.id,
         header.metadata.message_type,
@@ -281,9 +313,19 @@ pub(crate) mod tests {
         let framed = tcp(&msg);
         let got = parse_answer(6, &framed, framed.len() as u32).unwrap();
         assert_eq!(got.len(), 1);
+        // Shorter than its prefix says, though the packet was copied whole: not a message.
+        let short = &framed[..framed.len() - 1];
         assert_eq!(
-            parse_answer(6, &framed[..framed.len() - 1], framed.len() as u32),
+            parse_answer(6, short, short.len() as u32),
             Err(Rejected::TcpIncomplete)
+        );
+        // The same bytes from a copy that was cut: the part received, marked incomplete.
+        assert_eq!(
+            parse_payload(6, short, framed.len() as u32),
+            Ok(Answer {
+                addrs: vec![],
+                complete: false
+            })
         );
         assert_eq!(parse_answer(6, &[0], 1), Err(Rejected::TcpIncomplete));
         assert_eq!(parse_answer(6, &[], 0), Err(Rejected::TcpIncomplete));
@@ -291,13 +333,25 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn cut_captures_that_do_not_decode_are_rejected() {
+    fn cut_captures_without_a_whole_question_are_rejected() {
         let msg = response(
             "api.example.test.",
             vec![("api.example.test.", a("198.18.0.10"))],
         );
+        // Cut inside the only answer record: the question is whole, nothing resolves.
         let cut = &msg[..msg.len() - 3];
-        assert_eq!(parse_answer(17, cut, msg.len() as u32), Err(Rejected::Cut));
+        assert_eq!(
+            parse_payload(17, cut, msg.len() as u32),
+            Ok(Answer {
+                addrs: vec![],
+                complete: false
+            })
+        );
+        // Cut inside the question: nothing can be trusted.
+        assert_eq!(
+            parse_answer(17, &msg[..20], msg.len() as u32),
+            Err(Rejected::Cut)
+        );
         // The same bytes claimed complete are simply malformed.
         assert!(matches!(
             parse_answer(17, cut, cut.len() as u32),
@@ -328,9 +382,63 @@ pub(crate) mod tests {
         let got = parse_answer(17, cut, full.len() as u32).unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].ip, "198.18.0.10".parse::<IpAddr>().unwrap());
-        // Cut inside the answer section: rejected.
+        // Cut inside the answer section: what was received of it, marked incomplete.
         let cut = &full[..answers_only - 2];
-        assert_eq!(parse_answer(17, cut, full.len() as u32), Err(Rejected::Cut));
+        let got = parse_payload(17, cut, full.len() as u32).unwrap();
+        assert!(!got.complete && got.addrs.is_empty());
+    }
+
+    #[test]
+    fn a_cut_long_answer_names_the_addresses_received_through_the_chain() {
+        // CNAME chain first, then many addresses: a cut in the middle keeps the chain and the
+        // addresses before the cut, with every name of the chain.
+        let ips: Vec<String> = (1..=200).map(|i| format!("198.18.1.{i}")).collect();
+        let mut answers = vec![
+            ("www.example.test.", cname("edge.cdn.test.")),
+            ("edge.cdn.test.", cname("many.cdn.test.")),
+        ];
+        answers.extend(ips.iter().map(|ip| ("many.cdn.test.", a(ip))));
+        let msg = response("www.example.test.", answers);
+        let cut = &msg[..msg.len() / 2];
+        let got = parse_message(cut, false).unwrap();
+        assert!(!got.complete);
+        assert!(
+            got.addrs.len() > 50 && got.addrs.len() < 200,
+            "{}",
+            got.addrs.len()
+        );
+        assert_eq!(got.addrs[0].ip, "198.18.1.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            names(&got.addrs[0]),
+            ["edge.cdn.test", "many.cdn.test", "www.example.test"]
+        );
+        // Whole, every address.
+        assert_eq!(parse_message(&msg, true).unwrap().addrs.len(), 200);
+        // A whole message said to be whole but malformed is not taken as a cut one.
+        assert!(matches!(
+            parse_message(cut, true),
+            Err(Rejected::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_chain_after_a_long_list_of_addresses_is_followed() {
+        // Some servers put the addresses before the CNAMEs that lead to them.
+        let ips: Vec<String> = (1..=150).map(|i| format!("198.18.2.{i}")).collect();
+        let mut answers: Vec<(&str, RData)> =
+            ips.iter().map(|ip| ("many.cdn.test.", a(ip))).collect();
+        answers.push(("edge.cdn.test.", cname("many.cdn.test.")));
+        answers.push(("www.example.test.", cname("edge.cdn.test.")));
+        let msg = response("www.example.test.", answers);
+        let mut framed = (msg.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&msg);
+        let got = parse_payload(6, &framed, framed.len() as u32).unwrap();
+        assert!(got.complete);
+        assert_eq!(got.addrs.len(), 150);
+        assert!(got
+            .addrs
+            .iter()
+            .all(|r| names(r) == ["edge.cdn.test", "many.cdn.test", "www.example.test"]));
     }
 
     #[test]

@@ -1,82 +1,78 @@
 //! Loading and attaching: checks that explain a failure before the kernel does, then one attach
-//! per program at the cgroup v2 root.
+//! per program at the cgroup v2 root, in the order of [`PROGRAMS`]. A program the agent can do
+//! without (`ProgramSpec::optional`) is left out with a warning when the kernel lacks its hook.
 
 use std::{fs::File, path::Path};
 
 use aya::{
-    programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, Program,
-        SockOps,
-    },
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr},
     Ebpf, EbpfLoader,
 };
 
-use super::{events::EventReader, maps, Error};
+use super::{
+    events::EventReader,
+    maps,
+    programs::{Attach, ProgramSpec, PROGRAMS},
+    Error,
+};
 
 /// The object built by `build.rs` (aya-build copies the `agent-ebpf` binary to `$OUT_DIR`).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
-/// The sock_addr programs, by the function names in `agent-ebpf/src/sock_addr.rs`.
-const SOCK_ADDR: [&str; 4] = ["connect4", "connect6", "sendmsg4", "sendmsg6"];
-const SKB_INGRESS: &str = "ingress";
-const SOCK_OPS: &str = "tcp_outcome";
-/// Records a connected UDP socket's flow at its first datagram (`agent-ebpf/src/skb_egress.rs`).
-const SKB_EGRESS: &str = "egress";
-/// Forgets the pending connect of a UDP socket closed without sending (same file).
-const SOCK_RELEASE: &str = "udp_release";
-/// Every program, for statistics.
-pub(super) const PROGRAMS: [&str; 8] = [
-    SOCK_ADDR[0],
-    SOCK_ADDR[1],
-    SOCK_ADDR[2],
-    SOCK_ADDR[3],
-    SKB_INGRESS,
-    SOCK_OPS,
-    SKB_EGRESS,
-    SOCK_RELEASE,
-];
-
-const BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// Table sizes chosen at load time; the defaults are the ABI constants.
+/// Table sizes and program choices made at load time; the defaults are the ABI constants and
+/// every program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
     /// Capacity of the flow table (LRU: the coldest flow is evicted when it is full).
     pub flow_entries: u32,
-    /// Capacity of the table of TCP connects waiting for their outcome.
-    pub pending_entries: u32,
     /// Ring buffer size in bytes: a power of two, a multiple of the page size.
     pub ring_bytes: u32,
     /// Capacity of the table of peers unconnected UDP sockets may answer (LRU: a busy server's
     /// oldest clients are forgotten first, and its replies to them are then recorded as flows).
     pub udp_peer_entries: u32,
-    /// Capacity of the table of connected UDP sockets that have not sent yet.
-    pub pending_udp_entries: u32,
+    /// Programs to leave out, as if the kernel lacked their hooks (the start-up checks pass the
+    /// optional programs the running kernel is too old for; tests simulate such kernels). Only
+    /// optional programs may be named: leaving out another is an error.
+    pub left_out: &'static [&'static str],
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             flow_entries: agent_common::FLOW_MAP_ENTRIES,
-            pending_entries: agent_common::PENDING_CONNECT_ENTRIES,
             ring_bytes: agent_common::EVENTS_RING_BYTES,
             udp_peer_entries: agent_common::UDP_PEER_ENTRIES,
-            pending_udp_entries: agent_common::PENDING_UDP_ENTRIES,
+            left_out: &[],
         }
     }
+}
+
+/// A program that is not attached, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeftOut {
+    pub program: &'static str,
+    /// What the flows lack without it.
+    pub consequence: &'static str,
+    /// Why it is not attached: asked for, or the kernel's answer.
+    pub reason: String,
 }
 
 /// The loaded and attached programs with their maps. Dropping it detaches and unloads everything:
 /// the links are owned by the programs inside [`Ebpf`], and closing a link detaches it.
 pub struct Probes {
     ebpf: Ebpf,
+    attached: Vec<&'static str>,
+    left_out: Vec<LeftOut>,
     events_taken: bool,
 }
 
 impl std::fmt::Debug for Probes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Probes")
+            .field("attached", &self.attached)
+            .field("left_out", &self.left_out)
             .field("events_taken", &self.events_taken)
             .finish_non_exhaustive()
     }
@@ -88,124 +84,75 @@ impl Probes {
         Probes::attach_with(cgroup_root, Options::default())
     }
 
-    /// [`Probes::attach`] with other table sizes.
+    /// [`Probes::attach`] with other table sizes or programs left out.
     pub fn attach_with(cgroup_root: &Path, options: Options) -> Result<Probes, Error> {
         check_privileges()?;
-        if !Path::new(BTF_PATH).exists() {
-            return Err(Error::NoBtf);
-        }
         let cgroup = open_cgroup2(cgroup_root)?;
         if OBJECT.is_empty() {
             return Err(Error::Missing("kernel programs"));
         }
+        for name in options.left_out {
+            match super::programs::spec(name) {
+                Some(spec) if spec.optional.is_some() => {}
+                Some(_) => return Err(Error::Required(name)),
+                None => return Err(Error::Missing(name)),
+            }
+        }
         let mut ebpf = EbpfLoader::new()
             .map_max_entries(maps::FLOWS, options.flow_entries)
-            .map_max_entries(maps::PENDING, options.pending_entries)
             .map_max_entries(maps::EVENTS, options.ring_bytes)
             .map_max_entries(maps::UDP_PEERS, options.udp_peer_entries)
-            .map_max_entries(maps::PENDING_UDP, options.pending_udp_entries)
             .load(OBJECT)
             .map_err(Error::Load)?;
         let mode = attach_mode();
 
-        for name in SOCK_ADDR {
-            let prog: &mut CgroupSockAddr =
-                program(&mut ebpf, name)?
-                    .try_into()
-                    .map_err(|source| Error::Verify {
-                        program: name,
-                        source,
-                    })?;
-            prog.load().map_err(|source| Error::Verify {
-                program: name,
-                source,
-            })?;
-            prog.attach(&cgroup, mode).map_err(|source| Error::Attach {
-                program: name,
-                source,
-            })?;
+        let mut attached = Vec::new();
+        let mut left_out = Vec::new();
+        for spec in &PROGRAMS {
+            if options.left_out.contains(&spec.name) {
+                left_out.push(leave_out(spec, "left out by the start-up checks".into()));
+                continue;
+            }
+            match attach_one(&mut ebpf, spec, &cgroup, mode) {
+                Ok(()) => attached.push(spec.name),
+                // A kernel without the hook refuses the program at load or attach time.
+                Err(error) if spec.optional.is_some() => {
+                    left_out.push(leave_out(spec, error.to_string()));
+                }
+                Err(error) => return Err(error),
+            }
         }
-
-        let skb: &mut CgroupSkb =
-            program(&mut ebpf, SKB_INGRESS)?
-                .try_into()
-                .map_err(|source| Error::Verify {
-                    program: SKB_INGRESS,
-                    source,
-                })?;
-        skb.load().map_err(|source| Error::Verify {
-            program: SKB_INGRESS,
-            source,
-        })?;
-        skb.attach(&cgroup, CgroupSkbAttachType::Ingress, mode)
-            .map_err(|source| Error::Attach {
-                program: SKB_INGRESS,
-                source,
-            })?;
-
-        let ops: &mut SockOps =
-            program(&mut ebpf, SOCK_OPS)?
-                .try_into()
-                .map_err(|source| Error::Verify {
-                    program: SOCK_OPS,
-                    source,
-                })?;
-        ops.load().map_err(|source| Error::Verify {
-            program: SOCK_OPS,
-            source,
-        })?;
-        ops.attach(&cgroup, mode).map_err(|source| Error::Attach {
-            program: SOCK_OPS,
-            source,
-        })?;
-
-        let egress: &mut CgroupSkb =
-            program(&mut ebpf, SKB_EGRESS)?
-                .try_into()
-                .map_err(|source| Error::Verify {
-                    program: SKB_EGRESS,
-                    source,
-                })?;
-        egress.load().map_err(|source| Error::Verify {
-            program: SKB_EGRESS,
-            source,
-        })?;
-        egress
-            .attach(&cgroup, CgroupSkbAttachType::Egress, mode)
-            .map_err(|source| Error::Attach {
-                program: SKB_EGRESS,
-                source,
-            })?;
-
-        let release: &mut CgroupSock =
-            program(&mut ebpf, SOCK_RELEASE)?
-                .try_into()
-                .map_err(|source| Error::Verify {
-                    program: SOCK_RELEASE,
-                    source,
-                })?;
-        release.load().map_err(|source| Error::Verify {
-            program: SOCK_RELEASE,
-            source,
-        })?;
-        release
-            .attach(&cgroup, mode)
-            .map_err(|source| Error::Attach {
-                program: SOCK_RELEASE,
-                source,
-            })?;
-
         Ok(Probes {
             ebpf,
+            attached,
+            left_out,
             events_taken: false,
         })
     }
 
-    /// Snapshot of the in-kernel flow table.
+    /// Names of the attached programs, in attach order.
+    pub fn attached(&self) -> &[&'static str] {
+        &self.attached
+    }
+
+    /// Optional programs that are not attached, and what that costs.
+    pub fn left_out(&self) -> &[LeftOut] {
+        &self.left_out
+    }
+
+    /// Snapshot of the in-kernel flow table (by batch where the kernel has it, Linux 5.6).
     pub fn flow_table(
         &self,
     ) -> Result<Vec<(agent_common::FlowKey, agent_common::FlowValue)>, Error> {
         maps::flow_table(&self.ebpf)
+    }
+
+    /// The same snapshot read entry by entry (two system calls per entry), as kernels without
+    /// batch operations get it; for benchmarks and tests.
+    pub fn flow_table_by_entry(
+        &self,
+    ) -> Result<Vec<(agent_common::FlowKey, agent_common::FlowValue)>, Error> {
+        maps::flow_table_by_entry(&self.ebpf)
     }
 
     /// Loss counters summed over CPUs, indexed by agent_common::Counter.
@@ -216,7 +163,7 @@ impl Probes {
     /// Per-program verifier size and run statistics (run counts need
     /// [`enable_run_time_stats`](super::enable_run_time_stats) or the `kernel.bpf_stats_enabled` sysctl).
     pub fn program_stats(&self) -> Result<Vec<super::ProgramStats>, Error> {
-        super::stats::program_stats(&self.ebpf)
+        super::stats::program_stats(&self.ebpf, &self.attached)
     }
 
     /// Takes the ring-buffer reader (once); Err if already taken.
@@ -238,6 +185,64 @@ impl Probes {
     }
 }
 
+fn leave_out(spec: &ProgramSpec, reason: String) -> LeftOut {
+    let consequence = spec.optional.unwrap_or_default();
+    tracing::warn!(
+        program = spec.name,
+        hook = spec.hook,
+        since = %spec.since,
+        %reason,
+        "kernel program left out: {consequence}"
+    );
+    LeftOut {
+        program: spec.name,
+        consequence,
+        reason,
+    }
+}
+
+/// Loads `spec`'s program and attaches it to `cgroup`.
+fn attach_one(
+    ebpf: &mut Ebpf,
+    spec: &ProgramSpec,
+    cgroup: &File,
+    mode: CgroupAttachMode,
+) -> Result<(), Error> {
+    let name = spec.name;
+    let program = ebpf.program_mut(name).ok_or(Error::Missing(name))?;
+    let verify = |source| Error::Verify {
+        program: name,
+        source,
+    };
+    let attach = |source| Error::Attach {
+        program: name,
+        source,
+    };
+    match spec.attach {
+        Attach::SockAddr => {
+            let p: &mut CgroupSockAddr = program.try_into().map_err(verify)?;
+            p.load().map_err(verify)?;
+            p.attach(cgroup, mode).map_err(attach)?;
+        }
+        Attach::SkbIngress | Attach::SkbEgress => {
+            let p: &mut CgroupSkb = program.try_into().map_err(verify)?;
+            p.load().map_err(verify)?;
+            let kind = if spec.attach == Attach::SkbIngress {
+                CgroupSkbAttachType::Ingress
+            } else {
+                CgroupSkbAttachType::Egress
+            };
+            p.attach(cgroup, kind, mode).map_err(attach)?;
+        }
+        Attach::Sock => {
+            let p: &mut CgroupSock = program.try_into().map_err(verify)?;
+            p.load().map_err(verify)?;
+            p.attach(cgroup, mode).map_err(attach)?;
+        }
+    }
+    Ok(())
+}
+
 /// Several agents (parallel tests, a second DaemonSet, other tools) must be able to attach at the
 /// root at once. From 5.7 aya attaches through `bpf_link_create`, which rejects any flag for cgroup
 /// links (EINVAL) and always attaches them in multi mode; before that it uses `BPF_PROG_ATTACH`,
@@ -253,39 +258,55 @@ fn attach_mode() -> CgroupAttachMode {
     }
 }
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Program, Error> {
-    ebpf.program_mut(name).ok_or(Error::Missing(name))
-}
-
 /// Loading cgroup programs needs CAP_BPF (or CAP_SYS_ADMIN), reading packets and kernel memory
 /// from them CAP_PERFMON, attaching CAP_NET_ADMIN. Checked here so the user gets one clear message
 /// instead of EPERM from whichever syscall fails first.
-fn check_privileges() -> Result<(), Error> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let caps = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    if has_needed_caps(caps) {
+pub(crate) fn check_privileges() -> Result<(), Error> {
+    if missing_capabilities(effective_capabilities()).is_empty() {
         Ok(())
     } else {
         Err(Error::NotRoot)
     }
 }
 
-fn has_needed_caps(caps: u64) -> bool {
+/// The effective capability set of this process (`CapEff` in /proc/self/status); 0 if unreadable.
+pub fn effective_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The capabilities loading and attaching need that `effective` lacks, by their names in
+/// capabilities(7).
+pub fn missing_capabilities(effective: u64) -> Vec<&'static str> {
     const CAP_NET_ADMIN: u32 = 12;
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let has = |c: u32| caps & (1u64 << c) != 0;
-    has(CAP_NET_ADMIN) && (has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)))
+    let has = |c: u32| effective & (1u64 << c) != 0;
+    let mut out = Vec::new();
+    if !has(CAP_SYS_ADMIN) {
+        if !has(CAP_BPF) {
+            out.push("CAP_BPF");
+        }
+        if !has(CAP_PERFMON) {
+            out.push("CAP_PERFMON");
+        }
+    }
+    if !has(CAP_NET_ADMIN) {
+        out.push("CAP_NET_ADMIN");
+    }
+    out
 }
 
 /// Opens `path` and makes sure it is a cgroup v2 directory (attaching to a v1 or plain directory
 /// fails with an opaque EBADF otherwise).
-fn open_cgroup2(path: &Path) -> Result<File, Error> {
+pub(crate) fn open_cgroup2(path: &Path) -> Result<File, Error> {
     let file = File::open(path).map_err(Error::NoCgroup2)?;
     let meta = file.metadata().map_err(Error::NoCgroup2)?;
     if !meta.is_dir() || !is_cgroup2(path) {
@@ -318,12 +339,15 @@ mod tests {
     #[test]
     fn capability_rules() {
         let bit = |c: u32| 1u64 << c;
-        assert!(has_needed_caps(u64::MAX));
-        assert!(has_needed_caps(bit(12) | bit(21)));
-        assert!(has_needed_caps(bit(12) | bit(38) | bit(39)));
-        assert!(!has_needed_caps(bit(38) | bit(39)));
-        assert!(!has_needed_caps(bit(12) | bit(39)));
-        assert!(!has_needed_caps(0));
+        assert!(missing_capabilities(u64::MAX).is_empty());
+        assert!(missing_capabilities(bit(12) | bit(21)).is_empty());
+        assert!(missing_capabilities(bit(12) | bit(38) | bit(39)).is_empty());
+        assert_eq!(missing_capabilities(bit(38) | bit(39)), ["CAP_NET_ADMIN"]);
+        assert_eq!(missing_capabilities(bit(12) | bit(39)), ["CAP_PERFMON"]);
+        assert_eq!(
+            missing_capabilities(0),
+            ["CAP_BPF", "CAP_PERFMON", "CAP_NET_ADMIN"]
+        );
     }
 
     #[test]

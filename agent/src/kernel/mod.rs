@@ -21,10 +21,12 @@
 //!   (LRU); a forgotten one only means its replies are recorded, as before.
 //! - a UDP `connect()` alone sends nothing and records nothing: glibc's getaddrinfo connects a
 //!   throwaway socket to every answer to sort them, then closes it. The connect's destination (as
-//!   the socket saw it: a Service ClusterIP stays the ClusterIP) is kept by socket cookie, and the
-//!   flow is recorded when the socket's first datagram leaves (`cgroup_skb/egress`), with
-//!   `first_seen` at that moment; a socket closed without sending is forgotten on release
-//!   (`cgroup/sock_release`). A socket that reconnects before sending counts its last
+//!   the socket saw it: a Service ClusterIP stays the ClusterIP) is kept in the socket's own
+//!   storage (`BPF_MAP_TYPE_SK_STORAGE`, freed with the socket), and the flow is recorded when the
+//!   socket's first datagram leaves (`cgroup_skb/egress`), with `first_seen` at that moment; a
+//!   socket closed without sending records nothing. No table of pending sockets exists to fill
+//!   up: however many sockets a pod keeps connected without sending, another pod's connected
+//!   socket still counts when it sends. A socket that reconnects before sending counts its last
 //!   destination only; one disconnected (`AF_UNSPEC`) before sending counts none. A connected
 //!   socket whose first datagram goes to an explicit other address (`sendto`) has that datagram
 //!   recorded as well as its connect destination. A dual-stack socket connected to an
@@ -35,32 +37,49 @@
 //! - MPTCP connects are recorded as TCP; ICMP and raw sockets are not recorded.
 //! - timestamps are `CLOCK_BOOTTIME` nanoseconds; `dport` is in host order, addresses in network
 //!   order.
-//! - TCP outcomes: `established` when the handshake completes; `refused` when a RST ended
-//!   SYN_SENT; `timed_out` for any other close from SYN_SENT (including an application giving up
-//!   before the kernel did). A connect that fails before sending a SYN (no route, no local port)
-//!   gets no outcome. UDP has none.
+//! - TCP outcomes, from per-socket hooks and the two packets that answer a connect, never from a
+//!   callback on every TCP state change: `established` when the SYN-ACK arrives, `refused` when a
+//!   RST does (both taken only when they acknowledge the SYN, as TCP itself checks in SYN_SENT);
+//!   `timed_out` when the socket is closed (or connects again) while its SYN is still unanswered,
+//!   which includes an application giving up before the kernel did. A connect that fails before
+//!   sending a SYN (no route, no local port) gets no outcome. UDP has none.
 //! - new keys and DNS answers (UDP or TCP from source port 53, attributed to the receiving
-//!   socket's cgroup) on the ring buffer. They are delivered within [`POLL_INTERVAL`] (the
-//!   programs do not wake the reader for each record; see `EventReader::next_batch`).
+//!   socket's cgroup) on the ring buffer. Over TCP each record is a piece of the stream placed by
+//!   its sequence number (a message may span segments, a segment may hold messages), and the
+//!   SYN-ACK announces where the stream starts. They are delivered within [`POLL_INTERVAL`]
+//!   while events keep coming, within [`POLL_INTERVAL_IDLE`] after a quiet spell (the programs
+//!   do not wake the reader for each record; see `EventReader::next_batch`).
 //! - losses and totals in [`Probes::counters`], indexed by `agent_common::Counter`:
 //!   `FlowInserted - flow_table().len()` is the number of flows the LRU evicted.
 
 mod events;
 mod loader;
 mod maps;
+pub mod programs;
 mod stats;
 
-pub use events::{DnsAnswer, EventReader, KernelEvent, POLL_INTERVAL};
-pub use loader::{Options, Probes};
+pub use events::{DnsAnswer, EventReader, KernelEvent, POLL_INTERVAL, POLL_INTERVAL_IDLE};
+pub use loader::{effective_capabilities, missing_capabilities, LeftOut, Options, Probes};
 pub use stats::{enable_run_time_stats, ProgramStats};
+
+/// Whether the running process has the capabilities loading and attaching need (see
+/// [`Error::NotRoot`]).
+pub fn has_privileges() -> bool {
+    loader::check_privileges().is_ok()
+}
+
+/// Whether `path` is a cgroup v2 directory the programs can attach to.
+pub fn is_cgroup2_dir(path: &std::path::Path) -> bool {
+    loader::open_cgroup2(path).is_ok()
+}
 
 /// Why the probes could not be loaded, attached or read. Messages say what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("must run as root or with CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON")]
     NotRoot,
-    #[error("no BTF at /sys/kernel/btf/vmlinux (the kernel needs CONFIG_DEBUG_INFO_BTF=y)")]
-    NoBtf,
+    #[error("program {0} cannot be left out: the flows would be wrong without it")]
+    Required(&'static str),
     #[error("cgroup v2 is not mounted at the given path: {0}")]
     NoCgroup2(#[source] std::io::Error),
     #[error("loading the eBPF object failed: {}", chain(.0))]

@@ -4,7 +4,7 @@ use std::{os::fd::OwnedFd, time::Duration};
 
 use aya::Ebpf;
 
-use super::{loader::PROGRAMS, Error};
+use super::Error;
 
 /// Run statistics of one program, as the kernel keeps them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +24,13 @@ pub fn enable_run_time_stats() -> Result<OwnedFd, Error> {
     aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| Error::Io(e.io_error))
 }
 
-pub(super) fn program_stats(ebpf: &Ebpf) -> Result<Vec<ProgramStats>, Error> {
-    PROGRAMS
+/// Statistics of the programs called `names` (the attached ones: a program left out was never
+/// loaded and has none).
+pub(super) fn program_stats(
+    ebpf: &Ebpf,
+    names: &[&'static str],
+) -> Result<Vec<ProgramStats>, Error> {
+    names
         .iter()
         .map(|&name| {
             let prog = ebpf.program(name).ok_or(Error::Missing(name))?;

@@ -92,6 +92,11 @@ impl Agent {
         });
     }
 
+    /// The agent's process id (for its memory and CPU time in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http_get(self.metrics_addr, path)
     }

@@ -24,7 +24,24 @@ impl Dnsmasq {
     /// Starts dnsmasq on `listen` (port 53, UDP and TCP) with the test zone: `api` → `api_v4`,
     /// `www` CNAME `api`, `v6` → `v6_addr`. `dir` holds its pid file and log.
     pub fn start(ns: &Netns, listen: &[&str], api_v4: &str, v6_addr: &str, dir: &Path) -> Dnsmasq {
-        let log = dir.join("dnsmasq.log");
+        let records = [
+            format!("--host-record={API_NAME},{api_v4}"),
+            format!("--cname={WWW_NAME},{API_NAME}"),
+            format!("--host-record={V6_NAME},{v6_addr}"),
+        ];
+        Dnsmasq::start_with(ns, listen, &records, dir, "dnsmasq")
+    }
+
+    /// A dnsmasq on `listen` answering with `records` (dnsmasq options such as `--host-record`,
+    /// `--cname`, `--addn-hosts`); `name` tells its pid file and log apart in `dir`.
+    pub fn start_with(
+        ns: &Netns,
+        listen: &[&str],
+        records: &[String],
+        dir: &Path,
+        name: &str,
+    ) -> Dnsmasq {
+        let log = dir.join(format!("{name}.log"));
         let mut cmd = ns.exec("/usr/sbin/dnsmasq");
         cmd.args([
             "--keep-in-foreground",
@@ -47,10 +64,11 @@ impl Dnsmasq {
         for addr in listen {
             cmd.arg(format!("--listen-address={addr}"));
         }
-        cmd.arg(format!("--host-record={API_NAME},{api_v4}"))
-            .arg(format!("--cname={WWW_NAME},{API_NAME}"))
-            .arg(format!("--host-record={V6_NAME},{v6_addr}"))
-            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+        cmd.args(records)
+            .arg(format!(
+                "--pid-file={}",
+                dir.join(format!("{name}.pid")).display()
+            ))
             .arg(format!("--log-facility={}", log.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
