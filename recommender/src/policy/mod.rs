@@ -32,7 +32,7 @@ pub mod ports;
 pub mod selectors;
 pub mod verdict;
 
-pub use eval::{evaluate, PolicySet};
+pub use eval::{evaluate, PolicySet, RuleId};
 pub use evaluator::{Evaluator, InvalidPolicies, Judgement};
 pub use verdict::{Direction, DirectionVerdict, Verdict};
 
