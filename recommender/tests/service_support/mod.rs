@@ -193,7 +193,18 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Response {
-    let mut stream = TcpStream::connect(addr).expect("connects");
+    try_request(addr, method, path, headers, body).expect("an HTTP answer")
+}
+
+/// [`request`], `None` when the server is gone (refused, reset, no answer).
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Option<Response> {
+    let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
         .unwrap();
@@ -205,27 +216,27 @@ pub fn request(
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(head.as_bytes()).ok()?;
     // The server may answer (413) before it has read everything.
     let _ = stream.write_all(body);
-    read_response(&mut stream)
+    try_read_response(&mut stream)
 }
 
 pub fn read_response(stream: &mut TcpStream) -> Response {
+    try_read_response(stream).expect("an HTTP answer")
+}
+
+fn try_read_response(stream: &mut TcpStream) -> Option<Response> {
     let mut raw = Vec::new();
     let _ = stream.read_to_end(&mut raw);
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    Response {
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Response {
         status,
         headers: head.to_ascii_lowercase(),
         body: body.to_string(),
-    }
+    })
 }
 
 /// A record from a pod of the fixture cluster's `shop/web` to `ip:port/TCP`.
