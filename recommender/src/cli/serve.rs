@@ -156,20 +156,26 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
             crate::service::ServiceError::Cluster(e) => e,
             other => Error::Service(other.to_string()),
         })?;
+        // The handlers are in place before anyone is told where to send traffic.
+        let shutdown = shutdown_signal()
+            .map_err(|e| Error::Service(format!("cannot handle SIGTERM: {e}")))?;
         // Tests and scripts that listen on port 0 read the address from here.
         eprintln!("recommender: listening on {}", service.local_addr());
-        service.run(shutdown_signal()).await;
+        service.run(shutdown).await;
         Ok(0)
     })
 }
 
-/// SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Completes at SIGTERM or SIGINT; the handlers are installed when this returns.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!("stopping");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("stopping");
+    })
 }

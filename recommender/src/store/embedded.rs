@@ -7,6 +7,7 @@
 //! | `workloads` | id (u64) | a [`SourceWorkload`], JSON |
 //! | `peers` | id (u64) | a [`Peer`], JSON |
 //! | `edges` | (workload id, peer id, port, protocol) | `{learned_at, observed}`, JSON |
+//! | `journal` | commit sequence | the edges one commit changed (key and value, framed) |
 //! | `uncovered` | a flow key, JSON | an [`UncoveredFlow`], JSON |
 //! | `batch_ids` | batch id | acknowledged at (Unix ms) |
 //! | `batch_ids_by_time` | (acknowledged at, batch id) | () |
@@ -14,6 +15,13 @@
 //! Workloads and peers are written once and referred to by id, so an edge costs a 19-byte key and
 //! its observation. JSON values are self-describing, so a newer version reads what an older one
 //! wrote (fields added later have defaults).
+//!
+//! Edges go to a journal first: a commit appends one entry holding the new value of every edge it
+//! changed (sequential: a few pages and the fsync), instead of rewriting edges all over the
+//! `edges` B-tree (a busy group touches thousands of them, and copy-on-write would rewrite most
+//! of its leaves every time). Every [`CHECKPOINT_BYTES`] of journal, or [`CHECKPOINT_INTERVAL`],
+//! a commit folds the edges changed since the last checkpoint into `edges` and empties the
+//! journal, in the same transaction. Reading the store reads `edges`, then the journal in order.
 //!
 //! Durability: every commit is `Durability::Immediate` with two-phase commit (two fsyncs): the
 //! stored values come partly from what pods did (DNS names), and redb documents two-phase commit
@@ -40,6 +48,14 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const WORKLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("workloads");
 const PEERS: TableDefinition<u64, &[u8]> = TableDefinition::new("peers");
 const EDGES: TableDefinition<(u64, u64, u16, u8), &[u8]> = TableDefinition::new("edges");
+const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+
+/// Journal bytes after which a commit folds it into `edges`.
+pub const CHECKPOINT_BYTES: usize = 64 << 20;
+/// Time after which a commit folds the journal into `edges`, whatever its size.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+
+type EdgeRow = (u64, u64, u16, u8);
 const UNCOVERED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uncovered");
 const BATCH_IDS: TableDefinition<&str, i64> = TableDefinition::new("batch_ids");
 const BATCH_IDS_BY_TIME: TableDefinition<(i64, &str), ()> =
@@ -75,13 +91,65 @@ fn protocol_of(code: u8) -> Option<Protocol> {
     }
 }
 
-/// Ids of the workloads and peers already in the file.
-#[derive(Default)]
+/// Ids of the workloads and peers already in the file, and the journal since the last
+/// checkpoint.
 struct Ids {
     workloads: HashMap<Arc<SourceWorkload>, u64>,
     peers: HashMap<Arc<Peer>, u64>,
     next_workload: u64,
     next_peer: u64,
+    /// The latest value of each edge the journal holds.
+    journaled: HashMap<EdgeRow, Vec<u8>>,
+    journal_bytes: usize,
+    next_entry: u64,
+    last_checkpoint: std::time::Instant,
+}
+
+impl Default for Ids {
+    fn default() -> Self {
+        Ids {
+            workloads: HashMap::new(),
+            peers: HashMap::new(),
+            next_workload: 0,
+            next_peer: 0,
+            journaled: HashMap::new(),
+            journal_bytes: 0,
+            next_entry: 0,
+            last_checkpoint: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Appends one framed edge to a journal entry: the key (little-endian), the value's length, the
+/// value.
+fn put_row(entry: &mut Vec<u8>, (w, p, port, proto): EdgeRow, value: &[u8]) {
+    entry.extend_from_slice(&w.to_le_bytes());
+    entry.extend_from_slice(&p.to_le_bytes());
+    entry.extend_from_slice(&port.to_le_bytes());
+    entry.push(proto);
+    entry.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    entry.extend_from_slice(value);
+}
+
+/// The framed edges of a journal entry.
+fn rows(mut entry: &[u8]) -> Result<Vec<(EdgeRow, &[u8])>, String> {
+    let mut out = Vec::new();
+    while !entry.is_empty() {
+        if entry.len() < 23 {
+            return Err("truncated journal entry".into());
+        }
+        let w = u64::from_le_bytes(entry[0..8].try_into().expect("8 bytes"));
+        let p = u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes"));
+        let port = u16::from_le_bytes(entry[16..18].try_into().expect("2 bytes"));
+        let proto = entry[18];
+        let len = u32::from_le_bytes(entry[19..23].try_into().expect("4 bytes")) as usize;
+        if entry.len() < 23 + len {
+            return Err("truncated journal entry".into());
+        }
+        out.push(((w, p, port, proto), &entry[23..23 + len]));
+        entry = &entry[23 + len..];
+    }
+    Ok(out)
 }
 
 /// The store in one redb file.
@@ -153,6 +221,7 @@ impl EmbeddedStore {
             txn.open_table(WORKLOADS).map_err(|e| err(e.into()))?;
             txn.open_table(PEERS).map_err(|e| err(e.into()))?;
             txn.open_table(EDGES).map_err(|e| err(e.into()))?;
+            txn.open_table(JOURNAL).map_err(|e| err(e.into()))?;
             txn.open_table(UNCOVERED).map_err(|e| err(e.into()))?;
             txn.open_table(BATCH_IDS).map_err(|e| err(e.into()))?;
             txn.open_table(BATCH_IDS_BY_TIME)
@@ -246,12 +315,31 @@ impl Inner {
             peers.insert(id.value(), peer);
         }
         let mut learned = Learned::default();
+        let mut values: HashMap<EdgeRow, Vec<u8>> = HashMap::new();
         let edges = txn.open_table(EDGES).map_err(|e| err(e.into()))?;
-        learned.edges.reserve(edges.len().map_err(|e| err(e.into()))? as usize);
+        values.reserve(edges.len().map_err(|e| err(e.into()))? as usize);
         for row in edges.iter().map_err(|e| err(e.into()))? {
             let (key, value) = row.map_err(|e| err(e.into()))?;
-            let (workload, peer, port, protocol) = key.value();
-            let value: EdgeValue = serde_json::from_slice(value.value())
+            values.insert(key.value(), value.value().to_vec());
+        }
+        // Then the journal, in order: later values win.
+        for row in txn
+            .open_table(JOURNAL)
+            .map_err(|e| err(e.into()))?
+            .iter()
+            .map_err(|e| err(e.into()))?
+        {
+            let (seq, entry) = row.map_err(|e| err(e.into()))?;
+            ids.next_entry = seq.value() + 1;
+            ids.journal_bytes += entry.value().len();
+            for (key, value) in rows(entry.value()).map_err(|e| corrupt("journal", e))? {
+                ids.journaled.insert(key, value.to_vec());
+                values.insert(key, value.to_vec());
+            }
+        }
+        learned.edges.reserve(values.len());
+        for ((workload, peer, port, protocol), value) in values {
+            let value: EdgeValue = serde_json::from_slice(&value)
                 .map_err(|e| corrupt("edges", e.to_string()))?;
             learned.edges.push(Edge {
                 source: Arc::clone(
@@ -308,11 +396,14 @@ impl Inner {
         let mut new_peers: HashMap<Arc<Peer>, u64> = HashMap::new();
         let mut txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         txn.set_two_phase_commit(true);
+        let checkpoint;
+        let journal_written: (usize, Vec<(EdgeRow, Vec<u8>)>);
         {
             let mut workloads = txn.open_table(WORKLOADS).map_err(|e| err(e.into()))?;
             let mut peers = txn.open_table(PEERS).map_err(|e| err(e.into()))?;
-            let mut edges = txn.open_table(EDGES).map_err(|e| err(e.into()))?;
+            let mut entry: Vec<u8> = Vec::with_capacity(commit.edges.len() * 200);
             let mut value = Vec::with_capacity(256);
+            let mut written: Vec<(EdgeRow, Vec<u8>)> = Vec::with_capacity(commit.edges.len());
             for edge in &commit.edges {
                 let workload = match ids
                     .workloads
@@ -355,13 +446,29 @@ impl Inner {
                     },
                 )
                 .expect("serializes");
-                edges
-                    .insert(
-                        (workload, peer, edge.port, protocol_code(edge.protocol)),
-                        value.as_slice(),
-                    )
+                let row = (workload, peer, edge.port, protocol_code(edge.protocol));
+                put_row(&mut entry, row, &value);
+                written.push((row, value.clone()));
+            }
+            checkpoint = ids.journal_bytes + entry.len() > CHECKPOINT_BYTES
+                || ids.last_checkpoint.elapsed() > CHECKPOINT_INTERVAL;
+            let mut journal = txn.open_table(JOURNAL).map_err(|e| err(e.into()))?;
+            if checkpoint {
+                // Fold the journal and this commit into `edges`, and empty the journal.
+                let mut edges = txn.open_table(EDGES).map_err(|e| err(e.into()))?;
+                // This commit's values last: they are the newest.
+                for (row, value) in ids.journaled.iter().chain(written.iter().map(|(r, v)| (r, v))) {
+                    edges.insert(*row, value.as_slice()).map_err(|e| err(e.into()))?;
+                }
+                journal
+                    .retain(|_, _| false)
+                    .map_err(|e| err(e.into()))?;
+            } else if !entry.is_empty() {
+                journal
+                    .insert(ids.next_entry, entry.as_slice())
                     .map_err(|e| err(e.into()))?;
             }
+            journal_written = (entry.len(), written);
             let mut uncovered = txn.open_table(UNCOVERED).map_err(|e| err(e.into()))?;
             for (key, flow) in &commit.uncovered {
                 let json = serde_json::to_vec(flow).expect("serializes");
@@ -403,6 +510,16 @@ impl Inner {
             }
         }
         txn.commit().map_err(|e| err(e.into()))?;
+        let (bytes, written) = journal_written;
+        if checkpoint {
+            ids.journaled.clear();
+            ids.journal_bytes = 0;
+            ids.last_checkpoint = std::time::Instant::now();
+        } else if bytes > 0 {
+            ids.journaled.extend(written);
+            ids.journal_bytes += bytes;
+            ids.next_entry += 1;
+        }
         ids.next_workload += new_workloads.len() as u64;
         ids.next_peer += new_peers.len() as u64;
         ids.workloads.extend(new_workloads);
