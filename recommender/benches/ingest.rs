@@ -109,7 +109,11 @@ fn main() {
         .map(|b| {
             let n = per_batch.min(total - b * per_batch);
             let records: Vec<_> = (0..n).map(|_| record(&mut rng)).collect();
-            (format!("bench:{b}"), Bytes::from(encode(&records, Encoding::Gzip)), n)
+            (
+                format!("bench:{b}"),
+                Bytes::from(encode(&records, Encoding::Gzip)),
+                n,
+            )
         })
         .collect();
     let wire: usize = bodies.iter().map(|(_, b, _)| b.len()).sum();
@@ -122,8 +126,14 @@ fn main() {
         .arg(dir.join("store.redb"))
         .arg("--cluster")
         .args(
-            ["nodes.yaml", "kube-system.yaml", "default.yaml", "shop.yaml", "data.json"]
-                .map(|f| fixtures.join(f)),
+            [
+                "nodes.yaml",
+                "kube-system.yaml",
+                "default.yaml",
+                "shop.yaml",
+                "data.json",
+            ]
+            .map(|f| fixtures.join(f)),
         )
         .env("RUST_LOG", "warn")
         .stderr(std::process::Stdio::piped())
@@ -150,15 +160,21 @@ fn main() {
     runtime.block_on(async {
         let tasks: Vec<_> = (0..senders)
             .map(|_| {
-                let (bodies, next, acked, addr) =
-                    (Arc::clone(&bodies), Arc::clone(&next), Arc::clone(&acked), addr.clone());
+                let (bodies, next, acked, addr) = (
+                    Arc::clone(&bodies),
+                    Arc::clone(&next),
+                    Arc::clone(&acked),
+                    addr.clone(),
+                );
                 tokio::spawn(async move {
                     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
                         .pool_max_idle_per_host(1)
                         .build_http();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                        let Some((id, body, n)) = bodies.get(i) else { break };
+                        let Some((id, body, n)) = bodies.get(i) else {
+                            break;
+                        };
                         let request = http::Request::post(format!("http://{addr}/v1/flows"))
                             .header("authorization", format!("Bearer {TOKEN}"))
                             .header("content-encoding", "gzip")
@@ -187,8 +203,16 @@ fn main() {
             .get(format!("http://{addr}/metrics").parse().unwrap())
             .await
             .unwrap();
-        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec())
-            .unwrap()
+        String::from_utf8(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
     });
     let sample = |name: &str| {
         metrics
@@ -197,11 +221,19 @@ fn main() {
             .unwrap_or(0.0)
     };
     let edges = sample("egress_recommender_edges");
+    let skipped: Vec<String> = metrics
+        .lines()
+        .filter(|l| l.starts_with("egress_recommender_records_skipped_total{"))
+        .map(str::to_owned)
+        .collect();
     let commits = sample("egress_recommender_store_commit_batches_count");
     let commit_seconds = sample("egress_recommender_store_commit_seconds_sum");
+    let cpu = server_cpu_seconds(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    let store_bytes = std::fs::metadata(dir.join("store.redb")).map(|m| m.len()).unwrap_or(0);
+    let store_bytes = std::fs::metadata(dir.join("store.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     println!(
         "ingest: {records} records in {batches} batches ({:.1} MiB gzip) from {senders} senders in {:.2} s: {:.0} records/s acknowledged durable",
         wire as f64 / (1 << 20) as f64,
@@ -215,8 +247,29 @@ fn main() {
         store_bytes as f64 / (1 << 20) as f64
     );
 
+    println!(
+        "ingest: server CPU {cpu:.1} s ({:.1} µs per record, {:.2} cores busy)",
+        cpu * 1e6 / records.max(1) as f64,
+        cpu / elapsed.as_secs_f64()
+    );
+    println!("ingest: {}", skipped.join(", "));
     store_size(&dir, store_edges);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// User and system CPU time of process `pid` so far (`/proc/PID/stat`, in clock ticks of 1/100 s).
+fn server_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5), counted from after the command name (field 3 is index 0).
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 /// Commits `n` distinct edges to a fresh store and reports its size.
@@ -263,7 +316,10 @@ fn store_size(dir: &std::path::Path, n: usize) {
             commit.edges.push(Edge {
                 source: Arc::clone(&workloads[w % workloads.len()]),
                 peer: Arc::new(Peer::External {
-                    ip: std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + address % 131_072).into(),
+                    ip: std::net::Ipv4Addr::from(
+                        u32::from(std::net::Ipv4Addr::new(198, 18, 0, 0)) + address % 131_072,
+                    )
+                    .into(),
                     service: None,
                 }),
                 port: [443, 80][edge % 2] + (address / 131_072) as u16,
@@ -276,10 +332,12 @@ fn store_size(dir: &std::path::Path, n: usize) {
         store.commit_now(&commit).unwrap();
     }
     let elapsed = started.elapsed();
+    let mut store = store;
+    store.compact().unwrap();
     drop(store);
     let bytes = std::fs::metadata(&path).unwrap().len();
     println!(
-        "store: {n} distinct edges in {:.1} s: {:.1} MiB, {:.0} bytes per edge, {:.0} MiB per million edges",
+        "store: {n} distinct edges in {:.1} s; checkpointed and compacted: {:.1} MiB, {:.0} bytes per edge, {:.0} MiB per million edges",
         elapsed.as_secs_f64(),
         bytes as f64 / (1 << 20) as f64,
         bytes as f64 / n as f64,

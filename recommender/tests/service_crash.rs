@@ -36,7 +36,11 @@ fn stored(scratch: &Scratch) -> BTreeMap<u32, Vec<u64>> {
     let base = u32::from(Ipv4Addr::new(198, 18, 0, 1));
     let mut out: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     for edge in learned.edges {
-        if let Peer::External { ip: std::net::IpAddr::V4(ip), .. } = &*edge.peer {
+        if let Peer::External {
+            ip: std::net::IpAddr::V4(ip),
+            ..
+        } = &*edge.peer
+        {
             out.entry(u32::from(*ip) - base)
                 .or_default()
                 .push(edge.observed.count);
@@ -54,8 +58,12 @@ fn sigkill_mid_stream_loses_nothing_acknowledged_and_resends_count_once() {
     let stop = Arc::new(AtomicBool::new(false));
     let senders: Vec<_> = (0..SENDERS as u32)
         .map(|s| {
-            let (acked, attempted, stop, addr) =
-                (Arc::clone(&acked), Arc::clone(&attempted), Arc::clone(&stop), server.addr);
+            let (acked, attempted, stop, addr) = (
+                Arc::clone(&acked),
+                Arc::clone(&attempted),
+                Arc::clone(&stop),
+                server.addr,
+            );
             std::thread::spawn(move || {
                 let auth = format!("Bearer {}", support::TOKEN);
                 for i in 0.. {
@@ -64,13 +72,18 @@ fn sigkill_mid_stream_loses_nothing_acknowledged_and_resends_count_once() {
                     }
                     let b = i * SENDERS as u32 + s;
                     attempted.lock().unwrap().insert(b);
-                    let body = flow_model::batch::encode(&batch(b), flow_model::batch::Encoding::Gzip);
+                    let body =
+                        flow_model::batch::encode(&batch(b), flow_model::batch::Encoding::Gzip);
                     let id = format!("sender-{s}:{b}");
                     let answer = support::try_request(
                         addr,
                         "POST",
                         "/v1/flows",
-                        &[("Authorization", &auth), ("Content-Encoding", "gzip"), ("X-Batch-Id", &id)],
+                        &[
+                            ("Authorization", &auth),
+                            ("Content-Encoding", "gzip"),
+                            ("X-Batch-Id", &id),
+                        ],
                         &body,
                     );
                     match answer {
@@ -95,20 +108,34 @@ fn sigkill_mid_stream_loses_nothing_acknowledged_and_resends_count_once() {
     }
     let acked = acked.lock().unwrap().clone();
     let attempted = attempted.lock().unwrap().clone();
-    assert!(acked.len() >= 40, "only {} batches acknowledged", acked.len());
+    assert!(
+        acked.len() >= 40,
+        "only {} batches acknowledged",
+        acked.len()
+    );
 
     // Restarted: everything acknowledged is there, whole.
     let server = Server::start(&scratch, &[]);
     server.stop();
     let after_restart = stored(&scratch);
     for b in &acked {
-        let counts = after_restart.get(b).unwrap_or_else(|| panic!("acknowledged batch {b} lost"));
-        assert_eq!(counts.len(), RECORDS_PER_BATCH as usize, "batch {b} partly lost");
+        let counts = after_restart
+            .get(b)
+            .unwrap_or_else(|| panic!("acknowledged batch {b} lost"));
+        assert_eq!(
+            counts.len(),
+            RECORDS_PER_BATCH as usize,
+            "batch {b} partly lost"
+        );
         assert!(counts.iter().all(|c| *c == 1), "batch {b}: {counts:?}");
     }
     // Nothing half-applied: a batch is there whole or not at all.
     for (b, counts) in &after_restart {
-        assert_eq!(counts.len(), RECORDS_PER_BATCH as usize, "batch {b} half-applied");
+        assert_eq!(
+            counts.len(),
+            RECORDS_PER_BATCH as usize,
+            "batch {b} half-applied"
+        );
     }
     let committed_unacked = after_restart.keys().filter(|b| !acked.contains(b)).count();
 

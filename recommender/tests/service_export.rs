@@ -33,14 +33,20 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
     let flows_file = scratch.path("flows.jsonl");
     std::fs::write(
         &flows_file,
-        deltas.iter().map(|r| r.to_json_line() + "\n").collect::<String>(),
+        deltas
+            .iter()
+            .map(|r| r.to_json_line() + "\n")
+            .collect::<String>(),
     )
     .unwrap();
 
     let server = Server::start(&scratch, &[]);
     // The deltas in three batches, second halves first.
-    let (firsts, seconds): (Vec<_>, Vec<_>) =
-        deltas.iter().cloned().enumerate().partition(|(i, _)| i % 2 == 0);
+    let (firsts, seconds): (Vec<_>, Vec<_>) = deltas
+        .iter()
+        .cloned()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
     let seconds: Vec<_> = seconds.into_iter().map(|(_, r)| r).collect();
     let firsts: Vec<_> = firsts.into_iter().map(|(_, r)| r).collect();
     assert_eq!(server.send(&seconds[..5], Some("e-1")).status, 200);
@@ -51,7 +57,14 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
         &[],
         &["--default-deny", "--with-ingress"],
         &["--format", "cilium", "-n", "shop"],
-        &["--cidr-prefix", "24", "--max-external-peers", "1", "--internet-egress", "label"],
+        &[
+            "--cidr-prefix",
+            "24",
+            "--max-external-peers",
+            "1",
+            "--internet-egress",
+            "label",
+        ],
     ];
     let mut over_http = Vec::new();
     for options in option_sets {
@@ -61,7 +74,10 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
         args.extend(options.iter().map(|s| s.to_string()));
         let (code, recommended, stderr) = run(&args);
         assert_eq!(code, 0, "{stderr}");
-        assert!(recommended.contains("could not be resolved"), "{recommended}");
+        assert!(
+            recommended.contains("could not be resolved"),
+            "{recommended}"
+        );
         assert!(recommended.contains("flow records of node processes skipped"));
 
         let mut args: Vec<String> = vec![
@@ -79,7 +95,11 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
     }
     // An offline read while the server holds the store: a clear error, at once.
     let started = std::time::Instant::now();
-    let (code, _, stderr) = run(&["status".into(), "--store".into(), arg(&scratch.path("store.redb"))]);
+    let (code, _, stderr) = run(&[
+        "status".into(),
+        "--store".into(),
+        arg(&scratch.path("store.redb")),
+    ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("in use"), "{stderr}");
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
@@ -95,7 +115,11 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
     server.stop();
 
     for (options, http) in option_sets.iter().zip(&over_http) {
-        let mut args: Vec<String> = vec!["export".into(), "--store".into(), arg(&scratch.path("store.redb"))];
+        let mut args: Vec<String> = vec![
+            "export".into(),
+            "--store".into(),
+            arg(&scratch.path("store.redb")),
+        ];
         args.extend(support::cluster_args());
         args.extend(options.iter().map(|s| s.to_string()));
         let (code, exported, stderr) = run(&args);
@@ -120,7 +144,11 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
 #[test]
 fn bad_invocations_are_clear_errors() {
     let scratch = Scratch::new("badcli");
-    let (code, _, stderr) = run(&["export".into(), "--store".into(), arg(&scratch.path("nothing.redb"))]);
+    let (code, _, stderr) = run(&[
+        "export".into(),
+        "--store".into(),
+        arg(&scratch.path("nothing.redb")),
+    ]);
     assert_eq!(code, 2);
     assert!(stderr.contains("no such store"), "{stderr}");
     let (code, _, stderr) = run(&[
@@ -146,9 +174,16 @@ fn bad_invocations_are_clear_errors() {
         }
         txn.commit().unwrap();
     }
-    let (code, _, stderr) = run(&["status".into(), "--store".into(), arg(&scratch.path("newer.redb"))]);
+    let (code, _, stderr) = run(&[
+        "status".into(),
+        "--store".into(),
+        arg(&scratch.path("newer.redb")),
+    ]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("newer egress-recommender (store format 99"), "{stderr}");
+    assert!(
+        stderr.contains("newer egress-recommender (store format 99"),
+        "{stderr}"
+    );
     let server_args = |store: &str| {
         let mut args: Vec<String> = vec![
             "serve".into(),
@@ -171,5 +206,8 @@ fn bad_invocations_are_clear_errors() {
     assert_eq!(answer.status, 400);
     assert!(answer.body.contains("unknown parameter"), "{}", answer.body);
     assert_eq!(server.get("/v1/policies?format=cilium").status, 200);
-    assert_eq!(support::request(server.addr, "GET", "/readyz", &[], b"").status, 200);
+    assert_eq!(
+        support::request(server.addr, "GET", "/readyz", &[], b"").status,
+        200
+    );
 }

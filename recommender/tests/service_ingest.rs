@@ -29,13 +29,20 @@ fn a_batch_sent_twice_is_counted_once_also_across_a_restart() {
         .collect();
     let first = server.send(&batch, Some("node-a:1:1"));
     assert_eq!(first.status, 200, "{first:?}");
-    assert!(first.body.contains(r#""duplicate":false"#), "{}", first.body);
+    assert!(
+        first.body.contains(r#""duplicate":false"#),
+        "{}",
+        first.body
+    );
     let again = server.send(&batch, Some("node-a:1:1"));
     assert_eq!(again.status, 200, "{again:?}");
     assert!(again.body.contains(r#""duplicate":true"#), "{}", again.body);
     // The same records under another id are new deltas: counted.
     assert_eq!(server.send(&batch[..10], Some("node-a:1:2")).status, 200);
-    assert_eq!(server.metric("egress_recommender_ingest_records_total"), 60.0);
+    assert_eq!(
+        server.metric("egress_recommender_ingest_records_total"),
+        60.0
+    );
     assert_eq!(
         server.metric(r#"egress_recommender_ingest_batches_total{result="duplicate"}"#),
         1.0
@@ -46,7 +53,11 @@ fn a_batch_sent_twice_is_counted_once_also_across_a_restart() {
     // The ids are in the store: after a restart the resend is still a duplicate.
     let server = Server::start(&scratch, &[]);
     let resent = server.send(&batch, Some("node-a:1:1"));
-    assert!(resent.body.contains(r#""duplicate":true"#), "{}", resent.body);
+    assert!(
+        resent.body.contains(r#""duplicate":true"#),
+        "{}",
+        resent.body
+    );
     // Two copies of one new batch racing in the same group: one is applied.
     let racing: Vec<_> = (0..2)
         .map(|_| {
@@ -83,9 +94,16 @@ fn refusals_are_answered_counted_and_keep_nothing() {
     let scratch = Scratch::new("refused");
     let server = Server::start(
         &scratch,
-        &["--max-body-bytes", "200000", "--max-decoded-bytes", "1000000"],
+        &[
+            "--max-body-bytes",
+            "200000",
+            "--max-decoded-bytes",
+            "1000000",
+        ],
     );
-    let records: Vec<_> = (1..=5).map(|i| web_record(&format!("198.18.2.{i}"), 80, 1)).collect();
+    let records: Vec<_> = (1..=5)
+        .map(|i| web_record(&format!("198.18.2.{i}"), 80, 1))
+        .collect();
     let plain = flow_model::batch::encode(&records, flow_model::batch::Encoding::Identity);
     let auth = format!("Bearer {TOKEN}");
 
@@ -113,13 +131,21 @@ fn refusals_are_answered_counted_and_keep_nothing() {
     // A record that contradicts itself is refused the same way.
     let mut ends_before = records[0].clone();
     ends_before.last_seen = "2026-11-26T15:00:00Z".parse().unwrap();
-    let body = flow_model::batch::encode(&[records[1].clone(), ends_before], flow_model::batch::Encoding::Gzip);
-    let invalid = server.post(&body, &[("Authorization", &auth), ("Content-Encoding", "gzip")]);
+    let body = flow_model::batch::encode(
+        &[records[1].clone(), ends_before],
+        flow_model::batch::Encoding::Gzip,
+    );
+    let invalid = server.post(
+        &body,
+        &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+    );
     assert_eq!(invalid.status, 400, "{invalid:?}");
     assert!(invalid.body.contains(r#""line":2"#), "{}", invalid.body);
 
     // Too large as sent.
-    let big: Vec<_> = (0..2000).map(|i| web_record(&format!("198.18.{}.{}", 3 + i / 250, i % 250), 80, 1)).collect();
+    let big: Vec<_> = (0..2000)
+        .map(|i| web_record(&format!("198.18.{}.{}", 3 + i / 250, i % 250), 80, 1))
+        .collect();
     let big = flow_model::batch::encode(&big, flow_model::batch::Encoding::Identity);
     assert!(big.len() > 200_000);
     assert_eq!(server.post(&big, &[("Authorization", &auth)]).status, 413);
@@ -132,11 +158,17 @@ fn refusals_are_answered_counted_and_keep_nothing() {
     }
     let bomb = gz.finish().unwrap();
     assert!(bomb.len() < 200_000);
-    let bombed = server.post(&bomb, &[("Authorization", &auth), ("Content-Encoding", "gzip")]);
+    let bombed = server.post(
+        &bomb,
+        &[("Authorization", &auth), ("Content-Encoding", "gzip")],
+    );
     assert_eq!(bombed.status, 413, "{bombed:?}");
     assert!(bombed.body.contains("decompressed"), "{}", bombed.body);
 
-    let brotli = server.post(&plain, &[("Authorization", &auth), ("Content-Encoding", "br")]);
+    let brotli = server.post(
+        &plain,
+        &[("Authorization", &auth), ("Content-Encoding", "br")],
+    );
     assert_eq!(brotli.status, 415);
     let bad_id = server.post(&plain, &[("Authorization", &auth), ("X-Batch-Id", "a b")]);
     assert_eq!(bad_id.status, 400);
@@ -154,12 +186,18 @@ fn refusals_are_answered_counted_and_keep_nothing() {
         let sample = format!(r#"egress_recommender_ingest_refused_total{{reason="{reason}"}}"#);
         assert_eq!(server.metric(&sample), n, "{sample}");
     }
-    assert_eq!(server.metric("egress_recommender_ingest_records_total"), 0.0);
+    assert_eq!(
+        server.metric("egress_recommender_ingest_records_total"),
+        0.0
+    );
     // The refused id was not remembered: the good batch under it is taken.
     let good = server.post(&plain, &[("Authorization", &auth), ("X-Batch-Id", "bad-1")]);
     assert!(good.body.contains(r#""duplicate":false"#), "{good:?}");
     // Reads need the token too.
-    assert_eq!(support::request(server.addr, "GET", "/v1/status", &[], b"").status, 401);
+    assert_eq!(
+        support::request(server.addr, "GET", "/v1/status", &[], b"").status,
+        401
+    );
     server.stop();
     assert_eq!(stored_count(&scratch), 5);
 }
@@ -167,7 +205,10 @@ fn refusals_are_answered_counted_and_keep_nothing() {
 #[test]
 fn slow_clients_are_cut_off_and_others_are_served_meanwhile() {
     let scratch = Scratch::new("slow");
-    let server = Server::start(&scratch, &["--header-timeout", "2s", "--body-timeout", "2s"]);
+    let server = Server::start(
+        &scratch,
+        &["--header-timeout", "2s", "--body-timeout", "2s"],
+    );
     // Slow loris: headers one byte at a time, never finished. Several of them.
     let lorises: Vec<_> = (0..8)
         .map(|_| {
@@ -175,7 +216,10 @@ fn slow_clients_are_cut_off_and_others_are_served_meanwhile() {
             std::thread::spawn(move || {
                 let mut stream = TcpStream::connect(addr).unwrap();
                 let started = Instant::now();
-                for byte in b"POST /v1/flows HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().cycle() {
+                for byte in b"POST /v1/flows HTTP/1.1\r\nHost: x\r\nX-Slow: "
+                    .iter()
+                    .cycle()
+                {
                     if stream.write_all(&[*byte]).is_err() {
                         break;
                     }
@@ -192,7 +236,9 @@ fn slow_clients_are_cut_off_and_others_are_served_meanwhile() {
     let addr = server.addr;
     let slow_body = std::thread::spawn(move || {
         let mut stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let head = format!(
             "POST /v1/flows HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n"
         );
@@ -209,13 +255,22 @@ fn slow_clients_are_cut_off_and_others_are_served_meanwhile() {
     std::thread::sleep(Duration::from_millis(500));
     // Meanwhile, everyone else is served.
     for i in 0..20 {
-        let answer = server.send(&[web_record("198.18.9.9", 1000 + i, 1)], Some(&format!("ok-{i}")));
+        let answer = server.send(
+            &[web_record("198.18.9.9", 1000 + i, 1)],
+            Some(&format!("ok-{i}")),
+        );
         assert_eq!(answer.status, 200, "{answer:?}");
-        assert_eq!(support::request(server.addr, "GET", "/healthz", &[], b"").status, 200);
+        assert_eq!(
+            support::request(server.addr, "GET", "/healthz", &[], b"").status,
+            200
+        );
     }
     for loris in lorises {
         let held = loris.join().unwrap();
-        assert!(held < Duration::from_secs(15), "a slow-loris connection was held {held:?}");
+        assert!(
+            held < Duration::from_secs(15),
+            "a slow-loris connection was held {held:?}"
+        );
     }
     let answer = slow_body.join().unwrap();
     assert_eq!(answer.status, 408, "{answer:?}");
@@ -223,5 +278,8 @@ fn slow_clients_are_cut_off_and_others_are_served_meanwhile() {
         server.metric(r#"egress_recommender_ingest_refused_total{reason="body_timeout"}"#),
         1.0
     );
-    assert_eq!(server.metric("egress_recommender_ingest_records_total"), 20.0);
+    assert_eq!(
+        server.metric("egress_recommender_ingest_records_total"),
+        20.0
+    );
 }

@@ -15,7 +15,10 @@ use support::{arg, fixture, fixture_records, web_record, Scratch, Server};
 fn baseline_files_count_exactly_the_denied_flows() {
     let records = fixture_records("flows.jsonl");
     // What the evaluator says of each record, asked directly.
-    let cluster_files: Vec<_> = support::cluster_args()[1..].iter().map(Into::into).collect::<Vec<std::path::PathBuf>>();
+    let cluster_files: Vec<_> = support::cluster_args()[1..]
+        .iter()
+        .map(Into::into)
+        .collect::<Vec<std::path::PathBuf>>();
     let cluster = Cluster::load_files(&cluster_files).unwrap().cluster;
     let policies = Cluster::load_files(&[fixture("policies/shop.yaml")])
         .unwrap()
@@ -41,7 +44,12 @@ fn baseline_files_count_exactly_the_denied_flows() {
     let scratch = Scratch::new("monitor");
     let server = Server::start(
         &scratch,
-        &["--mode", "monitor", "--baseline", &arg(&fixture("policies/shop.yaml"))],
+        &[
+            "--mode",
+            "monitor",
+            "--baseline",
+            &arg(&fixture("policies/shop.yaml")),
+        ],
     );
     assert_eq!(server.send(&records, Some("m-1")).status, 200);
     // A resend is not judged again.
@@ -65,11 +73,18 @@ fn baseline_files_count_exactly_the_denied_flows() {
     assert_eq!(lines.len(), denied);
     for line in &lines {
         assert_eq!(line["namespace"], "shop");
-        assert!(line["reason"].as_str().unwrap().starts_with("denied"), "{line}");
+        assert!(
+            line["reason"].as_str().unwrap().starts_with("denied"),
+            "{line}"
+        );
         assert_eq!(line["record"]["source"]["pod"], "web-5d8f7c9b4-x2k4q");
     }
     // Full detail in the log.
-    assert!(server.log().contains("unexpected egress: denied"), "{}", server.log());
+    assert!(
+        server.log().contains("unexpected egress: denied"),
+        "{}",
+        server.log()
+    );
 
     // Rules no flow used are listed; learning went on.
     let status: serde_json::Value = serde_json::from_str(&server.get("/v1/status").body).unwrap();
@@ -95,7 +110,10 @@ fn the_frozen_recommendation_flags_only_new_egress() {
     assert_eq!(server.send(&records, Some("again-1")).status, 200);
     let sample = r#"egress_recommender_unexpected_egress_total{namespace="shop",workload="web"}"#;
     assert_eq!(server.metric(sample), 0.0, "{}", server.log());
-    let new = [web_record("198.18.77.1", 8443, 2), web_record("198.18.0.10", 443, 5)];
+    let new = [
+        web_record("198.18.77.1", 8443, 2),
+        web_record("198.18.0.10", 443, 5),
+    ];
     assert_eq!(server.send(&new, Some("new-1")).status, 200);
     // The first one is new egress; the second is a known edge.
     assert_eq!(server.metric(sample), 1.0);

@@ -36,9 +36,10 @@ pub(super) fn run(args: &ExportArgs) -> Result<i32, Error> {
     let options = args.synth.options();
     let yaml = match (&args.server, &args.store) {
         (Some(server), _) => {
-            let token_file = args.token_file.as_ref().ok_or_else(|| {
-                Error::BadInput("--server needs --token-file".into())
-            })?;
+            let token_file = args
+                .token_file
+                .as_ref()
+                .ok_or_else(|| Error::BadInput("--server needs --token-file".into()))?;
             let token = read_token(token_file)?;
             let path = format!("/v1/policies?{}", query::query_from_options(&options));
             runtime()?

@@ -89,7 +89,8 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
     }
     if args.cluster.is_empty() {
         return Err(Error::BadInput(
-            "--cluster FILE... is required: watching the live cluster is not in this version".into(),
+            "--cluster FILE... is required: watching the live cluster is not in this version"
+                .into(),
         ));
     }
     let Some(token_file) = &args.token_file else {
@@ -122,7 +123,8 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
         }
     };
     let auth = Arc::new(TokenFile::new(token_file).map_err(|e| Error::BadInput(e.to_string()))?);
-    let store = EmbeddedStore::open_or_create(&args.store).map_err(|e| Error::Service(e.to_string()))?;
+    let store =
+        EmbeddedStore::open_or_create(&args.store).map_err(|e| Error::Service(e.to_string()))?;
     let config = Config {
         limits: Limits {
             max_body_bytes: args.max_body_bytes,
@@ -157,8 +159,8 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
             other => Error::Service(other.to_string()),
         })?;
         // The handlers are in place before anyone is told where to send traffic.
-        let shutdown = shutdown_signal()
-            .map_err(|e| Error::Service(format!("cannot handle SIGTERM: {e}")))?;
+        let shutdown =
+            shutdown_signal().map_err(|e| Error::Service(format!("cannot handle SIGTERM: {e}")))?;
         // Tests and scripts that listen on port 0 read the address from here.
         eprintln!("recommender: listening on {}", service.local_addr());
         service.run(shutdown).await;

@@ -42,9 +42,10 @@ pub struct StatusArgs {
 pub(super) fn run(args: &StatusArgs) -> Result<i32, Error> {
     let report = match (&args.server, &args.store) {
         (Some(server), _) => {
-            let token_file = args.token_file.as_ref().ok_or_else(|| {
-                Error::BadInput("--server needs --token-file".into())
-            })?;
+            let token_file = args
+                .token_file
+                .as_ref()
+                .ok_or_else(|| Error::BadInput("--server needs --token-file".into()))?;
             let token = read_token(token_file)?;
             let body = runtime()?
                 .block_on(client::get(server, "/v1/status", &token))

@@ -152,10 +152,7 @@ async fn post_flows(State(app): State<Arc<App>>, request: Request) -> Response {
     };
     if let Some(id) = &id {
         if app.state.is_acknowledged(id) {
-            app.metrics
-                .batches
-                .with_label_values(&["duplicate"])
-                .inc();
+            app.metrics.batches.with_label_values(&["duplicate"]).inc();
             return accepted(0, true);
         }
     }
@@ -188,39 +185,54 @@ async fn post_flows(State(app): State<Arc<App>>, request: Request) -> Response {
         );
     }
     let Some(cluster) = app.model.current() else {
-        return refuse(&app, Refusal::NotReady, "the cluster model is not loaded yet", None);
+        return refuse(
+            &app,
+            Refusal::NotReady,
+            "the cluster model is not loaded yet",
+            None,
+        );
     };
-    let body = match tokio::time::timeout(
-        app.limits.body_timeout,
-        Limited::new(body, limit).collect(),
-    )
-    .await
-    {
-        Err(_) => {
-            return refuse(
-                &app,
-                Refusal::BodyTimeout,
-                &format!("body not received within {:?}", app.limits.body_timeout),
-                None,
-            )
-        }
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return refuse(
-                &app,
-                Refusal::BodyTooLarge,
-                &format!("body is larger than {limit} bytes"),
-                None,
-            )
-        }
-        Ok(Err(e)) => {
-            return refuse(&app, Refusal::Malformed, &format!("cannot read the body: {e}"), None)
-        }
-        Ok(Ok(body)) => body.to_bytes(),
-    };
+    let body =
+        match tokio::time::timeout(app.limits.body_timeout, Limited::new(body, limit).collect())
+            .await
+        {
+            Err(_) => {
+                return refuse(
+                    &app,
+                    Refusal::BodyTimeout,
+                    &format!("body not received within {:?}", app.limits.body_timeout),
+                    None,
+                )
+            }
+            Ok(Err(e))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return refuse(
+                    &app,
+                    Refusal::BodyTooLarge,
+                    &format!("body is larger than {limit} bytes"),
+                    None,
+                )
+            }
+            Ok(Err(e)) => {
+                return refuse(
+                    &app,
+                    Refusal::Malformed,
+                    &format!("cannot read the body: {e}"),
+                    None,
+                )
+            }
+            Ok(Ok(body)) => body.to_bytes(),
+        };
     let decoded_limit = app.limits.max_decoded_bytes;
     let monitor = app.monitor.clone();
     let prepared = {
-        let _permit = app.cpu.acquire().await.expect("the semaphore is never closed");
+        let _permit = app
+            .cpu
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
         tokio::task::spawn_blocking(move || {
             let records = flow_model::batch::decode(&body, encoding, decoded_limit, "body")?;
             Ok::<_, BatchError>(ingest::prepare(id, &records, &cluster, monitor.as_deref()))
@@ -311,7 +323,11 @@ async fn get_status(State(app): State<Arc<App>>, request: Request) -> Response {
         &app.state.edges(),
         &app.state.uncovered(),
         &app.thresholds,
-        if app.monitor.is_some() { "monitor" } else { "learn" },
+        if app.monitor.is_some() {
+            "monitor"
+        } else {
+            "learn"
+        },
         app.monitor.as_deref(),
     );
     (
@@ -373,6 +389,10 @@ async fn get_readyz(State(app): State<Arc<App>>) -> Response {
     if app.model.is_loaded() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "cluster model not loaded\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "cluster model not loaded\n",
+        )
+            .into_response()
     }
 }

@@ -47,8 +47,7 @@ pub async fn get(server: &str, path: &str, token: &str) -> Result<String, Client
             })
         }
     }
-    let client: Client<_, Empty<Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let request = Request::get(uri)
         .header(header::AUTHORIZATION, format!("Bearer {token}"))
         .body(Empty::new())

@@ -11,6 +11,7 @@ use flow_model::{FlowKey, FlowRecord, Protocol, SourceKind};
 
 use super::metrics::Skip;
 use super::monitor::{Judged, Monitor};
+use super::state::FastHash;
 use crate::cluster::{is_host_network, Cluster};
 use crate::resolve::{ResolvedFlow, Resolver};
 use crate::store::UncoveredFlow;
@@ -45,7 +46,8 @@ pub fn prepare(
     };
     // The resolver hands out one `Arc` per distinct source and peer, so within a batch an edge
     // is known by the addresses of its parts.
-    let mut edges: HashMap<(usize, usize, u16, Protocol), ResolvedFlow> = HashMap::new();
+    let mut edges: HashMap<(usize, usize, u16, Protocol), ResolvedFlow, FastHash> =
+        HashMap::default();
     let mut uncovered: HashMap<FlowKey, UncoveredFlow> = HashMap::new();
     for record in records {
         if record.source.kind == SourceKind::Host {

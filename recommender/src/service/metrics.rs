@@ -139,7 +139,9 @@ impl Metrics {
             "Distinct edges (source workload, peer, port, protocol) learned.",
         )
         .expect("valid metric");
-        registry.register(Box::new(edges.clone())).expect("registers");
+        registry
+            .register(Box::new(edges.clone()))
+            .expect("registers");
         let workloads = IntGaugeVec::new(
             Opts::new(
                 "egress_recommender_workloads",

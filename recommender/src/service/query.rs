@@ -53,13 +53,19 @@ pub fn options_from_query(query: &str) -> Result<Options, String> {
                 }
                 options.namespaces.push(value.to_owned());
             }
-            "format" => options.format = value.parse::<Format>().map_err(|e| format!("format: {e}"))?,
+            "format" => {
+                options.format = value
+                    .parse::<Format>()
+                    .map_err(|e| format!("format: {e}"))?
+            }
             "default-deny" => options.default_deny = boolean(&name, value)?,
             "with-ingress" => options.with_ingress = boolean(&name, value)?,
             "ingress-for-cluster-services" => {
                 options.ingress_for_cluster_services = boolean(&name, value)?
             }
-            "cidr-prefix" => prefix = Some(parse_cidr_prefix(value).map_err(|e| format!("cidr-prefix: {e}"))?),
+            "cidr-prefix" => {
+                prefix = Some(parse_cidr_prefix(value).map_err(|e| format!("cidr-prefix: {e}"))?)
+            }
             "cidr-prefix-v4" => v4 = Some(number::<u8>(&name, value, 32)?),
             "cidr-prefix-v6" => v6 = Some(number::<u8>(&name, value, 128)?),
             "max-external-peers" => {
@@ -154,6 +160,15 @@ mod tests {
         );
         assert_eq!(options_from_query("").unwrap(), Options::default());
         assert_eq!(query_from_options(&Options::default()), "");
+    }
+
+    #[test]
+    fn cidr_prefix_takes_one_or_both_families() {
+        assert_eq!(parse_cidr_prefix("24"), Ok((24, None)));
+        assert_eq!(parse_cidr_prefix("24,56"), Ok((24, Some(56))));
+        assert!(parse_cidr_prefix("33").is_err());
+        assert!(parse_cidr_prefix("24,129").is_err());
+        assert!(parse_cidr_prefix("x").is_err());
     }
 
     #[test]

@@ -26,8 +26,12 @@ pub fn edge_key(edge: &Edge) -> EdgeKey {
     )
 }
 
+/// The hasher of the hot maps: fast on the deep keys of edges, and seeded per process, so that
+/// keys pods influence (destinations) cannot be crafted to collide.
+pub type FastHash = foldhash::fast::RandomState;
+
 pub struct State {
-    pub edges: DashMap<EdgeKey, Edge>,
+    pub edges: DashMap<EdgeKey, Edge, FastHash>,
     pub uncovered: DashMap<FlowKey, UncoveredFlow>,
     /// Acknowledged batch ids and when.
     pub batch_ids: DashMap<String, Timestamp>,
@@ -41,7 +45,7 @@ pub struct State {
 impl State {
     /// The state of what the store held, at `now`.
     pub fn from_store(learned: Learned, now: Timestamp) -> State {
-        let edges = DashMap::with_capacity(learned.edges.len());
+        let edges = DashMap::with_capacity_and_hasher(learned.edges.len(), FastHash::default());
         for edge in learned.edges {
             edges.insert(edge_key(&edge), edge);
         }

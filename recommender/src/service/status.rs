@@ -106,7 +106,10 @@ impl StatusReport {
                 w.namespace.clone(),
                 format!("{}/{}", w.kind, w.name),
                 w.edges.to_string(),
-                w.first_seen.round(jiff::Unit::Second).unwrap_or(w.first_seen).to_string(),
+                w.first_seen
+                    .round(jiff::Unit::Second)
+                    .unwrap_or(w.first_seen)
+                    .to_string(),
                 w.last_new_edge
                     .round(jiff::Unit::Second)
                     .unwrap_or(w.last_new_edge)
@@ -160,7 +163,11 @@ impl StatusReport {
                 m.unused_rules.len()
             );
             for r in &m.unused_rules {
-                let _ = writeln!(out, "  unused: {} {} rule {}", r.policy, r.direction, r.rule);
+                let _ = writeln!(
+                    out,
+                    "  unused: {} {} rule {}",
+                    r.policy, r.direction, r.rule
+                );
             }
         }
         out

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::ingest::Prepared;
 use super::metrics::Metrics;
 use super::monitor::Monitor;
-use super::state::{EdgeKey, State};
+use super::state::{EdgeKey, FastHash, State};
 use crate::store::{Commit, Edge, Store, StoreError, UncoveredFlow};
 
 /// At most this many batches share one commit (bounds the latency of the first of them).
@@ -68,7 +68,7 @@ impl Writer {
         let now = Timestamp::now();
         let mut ids: HashSet<&str> = HashSet::new();
         let mut fresh = vec![false; group.len()];
-        let mut changed: HashMap<EdgeKey, Edge> = HashMap::new();
+        let mut changed: HashMap<EdgeKey, Edge, FastHash> = HashMap::default();
         let mut uncovered: HashMap<&FlowKey, &UncoveredFlow> = HashMap::new();
         for (i, submission) in group.iter().enumerate() {
             let batch = &submission.batch;
@@ -146,9 +146,12 @@ impl Writer {
                     .commit_batches
                     .observe(fresh.iter().filter(|f| **f).count() as f64);
                 self.apply(&commit);
+                let mut done = Vec::with_capacity(group.len());
                 for (submission, fresh) in group.into_iter().zip(fresh) {
-                    self.acknowledge(submission, fresh);
+                    done.push(self.acknowledge(submission, fresh));
                 }
+                // Freeing thousands of resolved flows is not the writer's job.
+                tokio::task::spawn_blocking(move || drop((done, commit)));
             }
             Err(e) => {
                 tracing::error!("commit failed, {} batches refused: {e}", group.len());
@@ -158,7 +161,7 @@ impl Writer {
                     if fresh {
                         let _ = submission.reply.send(Err(Arc::clone(&e)));
                     } else {
-                        self.acknowledge(submission, false);
+                        drop(self.acknowledge(submission, false));
                     }
                 }
             }
@@ -214,14 +217,12 @@ impl Writer {
         }
     }
 
-    fn acknowledge(&self, submission: Submission, fresh: bool) {
-        let batch = submission.batch;
+    /// Answers a batch; returns what is left of it, to be freed elsewhere.
+    fn acknowledge(&self, submission: Submission, fresh: bool) -> Prepared {
+        let mut batch = submission.batch;
         let records = batch.records;
         if fresh {
-            self.metrics
-                .batches
-                .with_label_values(&["accepted"])
-                .inc();
+            self.metrics.batches.with_label_values(&["accepted"]).inc();
             self.metrics.records.inc_by(records as u64);
             for (reason, n) in &batch.skipped {
                 self.metrics
@@ -229,19 +230,17 @@ impl Writer {
                     .with_label_values(&[reason.as_str()])
                     .inc_by(*n);
             }
-            if let (Some(monitor), Some(judged)) = (&self.monitor, batch.judged) {
+            if let (Some(monitor), Some(judged)) = (&self.monitor, batch.judged.take()) {
                 monitor.apply(judged, &self.metrics);
             }
         } else {
-            self.metrics
-                .batches
-                .with_label_values(&["duplicate"])
-                .inc();
+            self.metrics.batches.with_label_values(&["duplicate"]).inc();
         }
         let _ = submission.reply.send(Ok(Ack {
             duplicate: !fresh,
             records,
         }));
+        batch
     }
 }
 

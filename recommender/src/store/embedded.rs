@@ -6,15 +6,14 @@
 //! | `meta` | `"format"` | [`FORMAT_VERSION`] |
 //! | `workloads` | id (u64) | a [`SourceWorkload`], JSON |
 //! | `peers` | id (u64) | a [`Peer`], JSON |
-//! | `edges` | (workload id, peer id, port, protocol) | `{learned_at, observed}`, JSON |
+//! | `edges` | (workload id, peer id, port, protocol) | `{learned_at, observed}`, compact binary ([`super::codec`]) |
 //! | `journal` | commit sequence | the edges one commit changed (key and value, framed) |
 //! | `uncovered` | a flow key, JSON | an [`UncoveredFlow`], JSON |
 //! | `batch_ids` | batch id | acknowledged at (Unix ms) |
 //! | `batch_ids_by_time` | (acknowledged at, batch id) | () |
 //!
-//! Workloads and peers are written once and referred to by id, so an edge costs a 19-byte key and
-//! its observation. JSON values are self-describing, so a newer version reads what an older one
-//! wrote (fields added later have defaults).
+//! Workloads and peers are written once and referred to by id (JSON: self-describing, so a newer
+//! version reads what an older one wrote), so an edge costs a 19-byte key and its observation.
 //!
 //! Edges go to a journal first: a commit appends one entry holding the new value of every edge it
 //! changed (sequential: a few pages and the fsync), instead of rewriting edges all over the
@@ -36,13 +35,12 @@ use std::sync::{Arc, Mutex};
 use flow_model::Protocol;
 use jiff::Timestamp;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use serde::{Deserialize, Serialize};
 
 use super::{
     decode_flow_key, encode_flow_key, BoxFuture, Commit, Edge, Learned, Store, StoreError,
     FORMAT_VERSION,
 };
-use crate::resolve::{Observation, Peer, SourceWorkload};
+use crate::resolve::{Peer, SourceWorkload};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const WORKLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("workloads");
@@ -67,13 +65,6 @@ const FORMAT_KEY: &str = "format";
 /// commit slow; the rest go with the next ones.
 const PRUNE_PER_COMMIT: usize = 4096;
 
-/// What an edge row holds.
-#[derive(Serialize, Deserialize)]
-struct EdgeValue<'a> {
-    learned_at: Timestamp,
-    observed: std::borrow::Cow<'a, Observation>,
-}
-
 fn protocol_code(p: Protocol) -> u8 {
     match p {
         Protocol::Tcp => 6,
@@ -94,8 +85,8 @@ fn protocol_of(code: u8) -> Option<Protocol> {
 /// Ids of the workloads and peers already in the file, and the journal since the last
 /// checkpoint.
 struct Ids {
-    workloads: HashMap<Arc<SourceWorkload>, u64>,
-    peers: HashMap<Arc<Peer>, u64>,
+    workloads: HashMap<Arc<SourceWorkload>, u64, foldhash::fast::RandomState>,
+    peers: HashMap<Arc<Peer>, u64, foldhash::fast::RandomState>,
     next_workload: u64,
     next_peer: u64,
     /// The latest value of each edge the journal holds.
@@ -108,8 +99,8 @@ struct Ids {
 impl Default for Ids {
     fn default() -> Self {
         Ids {
-            workloads: HashMap::new(),
-            peers: HashMap::new(),
+            workloads: HashMap::default(),
+            peers: HashMap::default(),
             next_workload: 0,
             next_peer: 0,
             journaled: HashMap::new(),
@@ -339,8 +330,8 @@ impl Inner {
         }
         learned.edges.reserve(values.len());
         for ((workload, peer, port, protocol), value) in values {
-            let value: EdgeValue = serde_json::from_slice(&value)
-                .map_err(|e| corrupt("edges", e.to_string()))?;
+            let (learned_at, observed) =
+                super::codec::decode(&value).map_err(|e| corrupt("edges", e))?;
             learned.edges.push(Edge {
                 source: Arc::clone(
                     workloads
@@ -355,8 +346,8 @@ impl Inner {
                 port,
                 protocol: protocol_of(protocol)
                     .ok_or_else(|| corrupt("edges", format!("protocol {protocol}")))?,
-                learned_at: value.learned_at,
-                observed: Arc::new(value.observed.into_owned()),
+                learned_at,
+                observed: Arc::new(observed),
             });
         }
         for row in txn
@@ -438,14 +429,7 @@ impl Inner {
                     }
                 };
                 value.clear();
-                serde_json::to_writer(
-                    &mut value,
-                    &EdgeValue {
-                        learned_at: edge.learned_at,
-                        observed: std::borrow::Cow::Borrowed(&*edge.observed),
-                    },
-                )
-                .expect("serializes");
+                super::codec::encode(&mut value, edge.learned_at, &edge.observed);
                 let row = (workload, peer, edge.port, protocol_code(edge.protocol));
                 put_row(&mut entry, row, &value);
                 written.push((row, value.clone()));
@@ -457,12 +441,16 @@ impl Inner {
                 // Fold the journal and this commit into `edges`, and empty the journal.
                 let mut edges = txn.open_table(EDGES).map_err(|e| err(e.into()))?;
                 // This commit's values last: they are the newest.
-                for (row, value) in ids.journaled.iter().chain(written.iter().map(|(r, v)| (r, v))) {
-                    edges.insert(*row, value.as_slice()).map_err(|e| err(e.into()))?;
+                for (row, value) in ids
+                    .journaled
+                    .iter()
+                    .chain(written.iter().map(|(r, v)| (r, v)))
+                {
+                    edges
+                        .insert(*row, value.as_slice())
+                        .map_err(|e| err(e.into()))?;
                 }
-                journal
-                    .retain(|_, _| false)
-                    .map_err(|e| err(e.into()))?;
+                journal.retain(|_, _| false).map_err(|e| err(e.into()))?;
             } else if !entry.is_empty() {
                 journal
                     .insert(ids.next_entry, entry.as_slice())
@@ -497,7 +485,9 @@ impl Inner {
                     .map_err(|e| err(e.into()))?
                     .take(PRUNE_PER_COMMIT)
                 {
-                    let (key, ()) = row.map(|(k, v)| (k, v.value())).map_err(|e| err(e.into()))?;
+                    let (key, ()) = row
+                        .map(|(k, v)| (k, v.value()))
+                        .map_err(|e| err(e.into()))?;
                     let (t, id) = key.value();
                     old.push((t, id.to_owned()));
                 }
@@ -528,6 +518,32 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Folds the journal into `edges` now.
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let name = self.name();
+        let err = |e: redb::Error| database_error(&name, e);
+        let mut ids = self.ids.lock().expect("ids lock");
+        let mut txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        txn.set_two_phase_commit(true);
+        {
+            let mut edges = txn.open_table(EDGES).map_err(|e| err(e.into()))?;
+            for (row, value) in &ids.journaled {
+                edges
+                    .insert(*row, value.as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            let mut journal = txn.open_table(JOURNAL).map_err(|e| err(e.into()))?;
+            journal.retain(|_, _| false).map_err(|e| err(e.into()))?;
+        }
+        txn.commit().map_err(|e| err(e.into()))?;
+        ids.journaled.clear();
+        ids.journal_bytes = 0;
+        ids.last_checkpoint = std::time::Instant::now();
+        Ok(())
+    }
+}
+
 impl Store for EmbeddedStore {
     fn describe(&self) -> String {
         format!("redb:{}", self.inner.path.display())
@@ -549,19 +565,33 @@ async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
     match tokio::runtime::Handle::try_current() {
-        Ok(_) => tokio::task::spawn_blocking(work)
-            .await
-            .unwrap_or_else(|e| {
-                Err(StoreError::Database {
-                    path: String::new(),
-                    message: format!("store task failed: {e}"),
-                })
-            }),
+        Ok(_) => tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+            Err(StoreError::Database {
+                path: String::new(),
+                message: format!("store task failed: {e}"),
+            })
+        }),
         Err(_) => work(),
     }
 }
 
 impl EmbeddedStore {
+    /// Folds the journal into `edges` and gives the file's free space back (redb's `compact`):
+    /// for measuring the store, or shrinking it while no service holds it.
+    pub fn compact(&mut self) -> Result<(), StoreError> {
+        let name = self.inner.name();
+        self.inner.checkpoint()?;
+        let inner = Arc::get_mut(&mut self.inner).ok_or_else(|| StoreError::Database {
+            path: name.clone(),
+            message: "the store is in use".into(),
+        })?;
+        inner.db.compact().map_err(|e| StoreError::Database {
+            path: name,
+            message: e.to_string(),
+        })?;
+        Ok(())
+    }
+
     /// [`Store::load`] without a runtime (the offline commands).
     pub fn load_now(&self) -> Result<Learned, StoreError> {
         self.inner.load()
@@ -570,5 +600,214 @@ impl EmbeddedStore {
     /// [`Store::commit`] without a runtime (tests, tools).
     pub fn commit_now(&self, commit: &Commit) -> Result<(), StoreError> {
         self.inner.commit(commit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::Observation;
+    use crate::store::UncoveredFlow;
+    use flow_model::{FlowKey, Outcome, Outcomes, SourceKind, WorkloadRef};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("store.redb")
+    }
+
+    fn edge(workload: &str, ip: [u8; 4], port: u16, count: u64) -> Edge {
+        Edge {
+            source: Arc::new(SourceWorkload {
+                namespace: "shop".into(),
+                workload: WorkloadRef {
+                    kind: "Deployment".into(),
+                    name: workload.into(),
+                },
+                selector: [("app".to_string(), workload.to_string())].into(),
+            }),
+            peer: Arc::new(Peer::External {
+                ip: ip.into(),
+                service: None,
+            }),
+            port,
+            protocol: Protocol::Tcp,
+            learned_at: "2026-12-01T12:00:00Z".parse().unwrap(),
+            observed: Arc::new(Observation {
+                first_seen: "2026-11-26T16:00:00Z".parse().unwrap(),
+                last_seen: "2026-11-26T16:05:00Z".parse().unwrap(),
+                count,
+                outcome: Outcome::Established,
+                outcomes: Outcomes {
+                    established: count,
+                    ..Outcomes::default()
+                },
+                dns_names: ["api.example.test".to_string()].into(),
+            }),
+        }
+    }
+
+    fn sorted(mut edges: Vec<Edge>) -> Vec<(String, String, u16, u64)> {
+        let mut out: Vec<_> = edges
+            .drain(..)
+            .map(|e| {
+                (
+                    e.source.workload.name.clone(),
+                    format!("{:?}", e.peer),
+                    e.port,
+                    e.observed.count,
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn commits_read_back_from_the_journal_and_after_a_checkpoint() {
+        let path = scratch("roundtrip");
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        {
+            let store = EmbeddedStore::open_or_create(&path).unwrap();
+            store
+                .commit_now(&Commit {
+                    edges: vec![
+                        edge("web", [198, 18, 0, 1], 443, 1),
+                        edge("api", [198, 18, 0, 2], 80, 2),
+                    ],
+                    uncovered: vec![(
+                        FlowKey {
+                            node: "n".into(),
+                            source_kind: SourceKind::Host,
+                            namespace: None,
+                            pod: None,
+                            uid: None,
+                            container_id: None,
+                            ip: "198.18.0.9".parse().unwrap(),
+                            port: 22,
+                            protocol: Protocol::Tcp,
+                        },
+                        UncoveredFlow::HostProcess,
+                    )],
+                    batch_ids: vec!["a:1".into()],
+                    acknowledged_at: at("2026-12-01T12:00:00Z"),
+                    forget_ids_before: None,
+                })
+                .unwrap();
+            // A later value of the same edge wins; a new workload and peer get ids.
+            store
+                .commit_now(&Commit {
+                    edges: vec![
+                        edge("web", [198, 18, 0, 1], 443, 5),
+                        edge("db", [198, 18, 0, 3], 5432, 1),
+                    ],
+                    batch_ids: vec!["a:2".into()],
+                    acknowledged_at: at("2026-12-01T13:00:00Z"),
+                    forget_ids_before: Some(at("2026-12-01T12:30:00Z")),
+                    ..Commit::default()
+                })
+                .unwrap();
+        }
+        let expected = vec![
+            (
+                "api".to_string(),
+                format!(
+                    "{:?}",
+                    Peer::External {
+                        ip: [198, 18, 0, 2].into(),
+                        service: None
+                    }
+                ),
+                80,
+                2,
+            ),
+            (
+                "db".to_string(),
+                format!(
+                    "{:?}",
+                    Peer::External {
+                        ip: [198, 18, 0, 3].into(),
+                        service: None
+                    }
+                ),
+                5432,
+                1,
+            ),
+            (
+                "web".to_string(),
+                format!(
+                    "{:?}",
+                    Peer::External {
+                        ip: [198, 18, 0, 1].into(),
+                        service: None
+                    }
+                ),
+                443,
+                5,
+            ),
+        ];
+        // Reopened: edges from the journal, the old id forgotten.
+        let mut store = EmbeddedStore::open_existing(&path).unwrap();
+        let learned = store.load_now().unwrap();
+        assert_eq!(sorted(learned.edges.clone()), expected);
+        assert_eq!(learned.uncovered.len(), 1);
+        assert_eq!(
+            learned
+                .batch_ids
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>(),
+            ["a:2"]
+        );
+        assert_eq!(learned.edges[0].observed.dns_names.len(), 1);
+        // Folded into `edges`, compacted, reopened: the same.
+        store.compact().unwrap();
+        drop(store);
+        let store = EmbeddedStore::open_existing(&path).unwrap();
+        assert_eq!(sorted(store.load_now().unwrap().edges), expected);
+        // A second open while this one holds the file fails at once.
+        assert!(matches!(
+            EmbeddedStore::open_existing(&path),
+            Err(StoreError::InUse { .. })
+        ));
+        // New ids continue after the ones on file.
+        store
+            .commit_now(&Commit {
+                edges: vec![edge("cache", [198, 18, 0, 4], 6379, 1)],
+                acknowledged_at: at("2026-12-01T14:00:00Z"),
+                ..Commit::default()
+            })
+            .unwrap();
+        assert_eq!(store.load_now().unwrap().edges.len(), 4);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn newer_formats_and_other_files_are_refused() {
+        let path = scratch("format");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(FORMAT_KEY, FORMAT_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(
+            EmbeddedStore::open_or_create(&path),
+            Err(StoreError::NewerFormat { found, .. }) if found == FORMAT_VERSION + 1
+        ));
+        let other = path.with_file_name("other.redb");
+        drop(Database::create(&other).unwrap());
+        assert!(matches!(
+            EmbeddedStore::open_existing(&other),
+            Err(StoreError::NotAStore { .. })
+        ));
+        let text = path.with_file_name("text");
+        std::fs::write(&text, "not a database at all").unwrap();
+        assert!(EmbeddedStore::open_existing(&text).is_err());
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::resolve::{Observation, Peer, ResolvedFlow, SourceWorkload};
 
+mod codec;
 pub mod embedded;
 
 pub use embedded::EmbeddedStore;

@@ -12,7 +12,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-
 use super::context::Context;
 use super::document::{Document, NodeComments, Object, PathSeg};
 use super::model::{Direction, IpOrigin, PeerPlan, PolicyPlan, RulePlan, Target};

@@ -46,7 +46,13 @@ impl Drop for Scratch {
 pub fn cluster_args() -> Vec<String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cluster");
     let mut args = vec!["--cluster".to_string()];
-    for f in ["nodes.yaml", "kube-system.yaml", "default.yaml", "shop.yaml", "data.json"] {
+    for f in [
+        "nodes.yaml",
+        "kube-system.yaml",
+        "default.yaml",
+        "shop.yaml",
+        "data.json",
+    ] {
         args.push(dir.join(f).display().to_string());
     }
     args
@@ -136,7 +142,11 @@ impl Server {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let status = self.child.wait().unwrap();
-        assert!(status.success(), "serve exited with {status}:\n{}", self.log());
+        assert!(
+            status.success(),
+            "serve exited with {status}:\n{}",
+            self.log()
+        );
     }
 
     pub fn post(&self, body: &[u8], headers: &[(&str, &str)]) -> Response {
@@ -147,7 +157,10 @@ impl Server {
     pub fn send(&self, records: &[FlowRecord], id: Option<&str>) -> Response {
         let body = flow_model::batch::encode(records, flow_model::batch::Encoding::Gzip);
         let auth = format!("Bearer {TOKEN}");
-        let mut headers = vec![("Authorization", auth.as_str()), ("Content-Encoding", "gzip")];
+        let mut headers = vec![
+            ("Authorization", auth.as_str()),
+            ("Content-Encoding", "gzip"),
+        ];
         if let Some(id) = id {
             headers.push(("X-Batch-Id", id));
         }
@@ -156,7 +169,13 @@ impl Server {
 
     pub fn get(&self, path: &str) -> Response {
         let auth = format!("Bearer {TOKEN}");
-        request(self.addr, "GET", path, &[("Authorization", auth.as_str())], b"")
+        request(
+            self.addr,
+            "GET",
+            path,
+            &[("Authorization", auth.as_str())],
+            b"",
+        )
     }
 
     /// The value of a metric sample (`name{labels}` exactly as exposed), 0 when absent.

@@ -93,3 +93,73 @@ impl PolicySet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+
+    fn policy(json: serde_json::Value) -> NetworkPolicy {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn every_matching_rule_of_the_selecting_policies_is_reported() {
+        let policies = [
+            policy(serde_json::json!({
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Egress"],
+                         "egress": [
+                            {"to": [{"ipBlock": {"cidr": "198.18.0.0/16"}}], "ports": [{"port": 443}]},
+                            {"to": [{"ipBlock": {"cidr": "198.18.0.1/32"}}]},
+                            {"ports": [{"port": 53, "protocol": "UDP"}]}]}
+            })),
+            policy(serde_json::json!({
+                "metadata": {"name": "all", "namespace": "shop"},
+                "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                         "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": [{"port": 443}]}]}
+            })),
+            policy(serde_json::json!({
+                "metadata": {"name": "other", "namespace": "shop"},
+                "spec": {"podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Egress"],
+                         "egress": [{}]}
+            })),
+        ];
+        let set = PolicySet::new(&policies);
+        assert_eq!(set.rule_ids().count(), 5);
+        let web = Endpoint::pod("shop", "web-1", [("app", "web")]);
+        let ip = |a: &str| Endpoint::Ip(a.parse().unwrap());
+        let conn = Connection {
+            from: web.clone(),
+            to: ip("198.18.0.1"),
+            port: 443,
+            protocol: flow_model::Protocol::Tcp,
+        };
+        let mut hits = Vec::new();
+        set.for_each_allowing_rule(Direction::Egress, &conn, |r| hits.push(r));
+        let mut named: Vec<(String, usize)> = hits
+            .iter()
+            .map(|r| (set.policy_name(r.policy).to_owned(), r.rule))
+            .collect();
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                ("shop/all".to_string(), 0),
+                ("shop/web".to_string(), 0),
+                ("shop/web".to_string(), 1)
+            ]
+        );
+        // No ingress policy: nothing reported; a denied connection matches no rule.
+        let mut none = Vec::new();
+        set.for_each_allowing_rule(Direction::Ingress, &conn, |r| none.push(r));
+        let denied = Connection {
+            port: 80,
+            to: ip("203.0.113.1"),
+            ..conn
+        };
+        set.for_each_allowing_rule(Direction::Egress, &denied, |r| none.push(r));
+        assert!(none.is_empty(), "{none:?}");
+        assert!(!set.allows(&denied));
+    }
+}
