@@ -3,6 +3,7 @@
 //! Everything here is plain data and synchronous, so it can be driven by tests with made-up
 //! events and tables; `run` owns the I/O (kernel maps, timers, signals, writer).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,10 +12,10 @@ use flow_model::FlowRecord;
 
 use crate::clock::BootClock;
 use crate::dns::{parse_answer, DnsCache};
-use crate::flows::{destination_of, to_record, Aggregator};
+use crate::flows::{destination_of, to_record, Aggregator, FlowDelta};
 use crate::identity::IdentityCache;
 use crate::kernel::KernelEvent;
-use crate::metrics::{DnsResult, Metrics};
+use crate::metrics::{DnsResult, ExistingSocket, Metrics};
 use crate::pods::{PodsFile, Reload};
 
 pub struct Pipeline {
@@ -115,6 +116,70 @@ impl Pipeline {
         self.dns.purge(now);
         self.metrics
             .cgroups_unresolved(self.identities.unresolved_total());
+        records
+    }
+
+    /// The records of connections found open at start (`existing`): one per flow key, counting its
+    /// sockets, with outcome `preexisting`. `table` is the kernel's flow table read after the scan:
+    /// a connection made after the programs were attached is in both, so each key's preexisting
+    /// count is its sockets less the connects the kernel has counted on that key. A key is never
+    /// counted twice; at worst a preexisting connection hides behind a new one to the same place,
+    /// whose flow the kernel reports.
+    pub fn report_preexisting(
+        &mut self,
+        sockets: &[FlowKey],
+        table: &[(FlowKey, FlowValue)],
+        clock: &BootClock,
+        now: Instant,
+    ) -> Vec<FlowRecord> {
+        let pod_index = self.pods.as_ref().map(PodsFile::index).unwrap_or_default();
+        let mut per_key: HashMap<
+            (u64, std::net::IpAddr, u16, flow_model::Protocol),
+            (FlowKey, u64),
+        > = HashMap::new();
+        for key in sockets {
+            let Some((ip, port, protocol)) = destination_of(key) else {
+                continue;
+            };
+            per_key
+                .entry((key.cgroup_id, ip, port, protocol))
+                .or_insert((*key, 0))
+                .1 += 1;
+        }
+        for (key, value) in table {
+            if let Some((ip, port, protocol)) = destination_of(key) {
+                if let Some((_, sockets)) = per_key.get_mut(&(key.cgroup_id, ip, port, protocol)) {
+                    let seen = (*sockets).min(value.count);
+                    *sockets -= seen;
+                    self.metrics
+                        .existing_sockets(ExistingSocket::AlreadySeen, seen);
+                }
+            }
+        }
+        let at = BootClock::boot_now_ns();
+        let mut records = Vec::new();
+        for ((_, ip, _, _), (key, sockets)) in per_key {
+            if sockets == 0 {
+                continue;
+            }
+            self.metrics
+                .existing_sockets(ExistingSocket::Reported, sockets);
+            let identity = self.identities.identify(key.cgroup_id);
+            let names = self.dns.names(&identity.dns_source(), ip, now);
+            let source = identity.source(&pod_index);
+            let delta = FlowDelta {
+                key,
+                count: sockets,
+                outcomes: flow_model::Outcomes {
+                    preexisting: sockets,
+                    ..Default::default()
+                },
+                first_seen_ns: at,
+                last_seen_ns: at,
+            };
+            records.extend(to_record(&delta, &self.node, source, names, clock));
+        }
+        records.sort_by_key(FlowRecord::key);
         records
     }
 }
@@ -309,5 +374,66 @@ mod tests {
             text.contains("egress_agent_events_lost_total{reason=\"ring_full_dns\"} 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn preexisting_connections_are_reported_once_per_key_less_what_the_kernel_counted() {
+        let mut f = fixture();
+        let now = Instant::now();
+        let clock = BootClock::with_offset(1_700_000_000_000_000_000);
+        let pod_db = key(f.pod_cgroup, [10, 96, 0, 20], 5432);
+        let mut pod_udp = key(f.pod_cgroup, [198, 18, 0, 11], 9998);
+        pod_udp.protocol = agent_common::IPPROTO_UDP;
+        let host = key(f.host_cgroup, [198, 18, 0, 12], 443);
+        // Its IPv4-mapped twin, as a dual-stack socket shows it: the same flow.
+        let mut host_mapped = host;
+        host_mapped.family = agent_common::AF_INET6;
+        host_mapped.daddr = "::ffff:198.18.0.12"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        // Two pooled connections to the database, one connected UDP socket, and two host
+        // connections of which the kernel has already seen one connect since it was attached.
+        let sockets = [pod_db, pod_db, pod_udp, host, host_mapped];
+        let table = [(host, value(1, 1))];
+        let records = f.pipeline.report_preexisting(&sockets, &table, &clock, now);
+        let summary: Vec<_> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.source.pod.clone(),
+                    r.destination.port,
+                    r.count,
+                    r.outcomes.preexisting,
+                    r.outcome,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (Some("web-1".into()), 5432, 2, 2, Outcome::Preexisting),
+                (Some("web-1".into()), 9998, 1, 1, Outcome::Preexisting),
+                (None, 443, 1, 1, Outcome::Preexisting),
+            ]
+        );
+        assert_eq!(records[0].source.namespace.as_deref(), Some("shop"));
+        assert_eq!(records[2].source.kind, SourceKind::Host);
+        for r in &records {
+            assert!(r.check().is_ok(), "{r:?}");
+        }
+        let text = f.metrics.encode();
+        assert!(
+            text.contains("egress_agent_existing_sockets_total{result=\"reported\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("egress_agent_existing_sockets_total{result=\"already_seen\"} 1"),
+            "{text}"
+        );
+        // The kernel's own records of the host flow come from polls, as usual.
+        let polled = f.pipeline.poll(&table, None, &clock, now);
+        assert_eq!(polled.len(), 1);
+        assert_eq!(polled[0].outcomes.preexisting, 0);
     }
 }

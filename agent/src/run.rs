@@ -1,5 +1,6 @@
 //! `agent run`: wires the kernel programs, the pipeline, the output and the HTTP endpoints.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,13 +13,15 @@ use crate::cgroup::{mount, resolver::CgroupResolver};
 use crate::cli::RunArgs;
 use crate::clock::BootClock;
 use crate::dns::DnsCache;
+use crate::existing;
 use crate::http::{self, HttpState};
 use crate::identity::IdentityCache;
 use crate::kernel::{self, EventReader, KernelEvent, Probes};
-use crate::metrics::Metrics;
-use crate::output::FlowWriter;
+use crate::metrics::{ExistingSocket, Metrics};
+use crate::output::{FlowWriter, Outputs};
 use crate::pipeline::Pipeline;
 use crate::pods::{self, PodsFile};
+use crate::ship::{self, client::ConfigError, Backoff, BatchIds, Shipper, Spool};
 
 /// A new cgroup is looked for at most this often; see `CgroupResolver`.
 const MIN_RESCAN_INTERVAL: Duration = Duration::from_millis(50);
@@ -26,17 +29,22 @@ const MIN_RESCAN_INTERVAL: Duration = Duration::from_millis(50);
 const DNS_RETENTION: Duration = Duration::from_secs(600);
 /// Bound on remembered (source, address, name) triples.
 const DNS_CACHE_ENTRIES: usize = 200_000;
+/// Bound on one request to the recommender, from connect to the end of its answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "--recommender is not implemented by this agent build; write records with --flows-out"
-    )]
-    RecommenderUnsupported,
     #[error(transparent)]
     Pods(#[from] pods::Error),
     #[error("--flows-out {path}: {source}")]
     Output {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Recommender(#[from] ConfigError),
+    #[error("--spool-dir {path}: {source}")]
+    Spool {
         path: String,
         source: std::io::Error,
     },
@@ -58,35 +66,41 @@ pub enum Error {
     Signal(std::io::Error),
     #[error("writing flow records: {0}")]
     Write(std::io::Error),
+    #[error("an output stopped")]
+    OutputStopped,
 }
 
 impl Error {
     /// 2 for what is a usage error, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::RecommenderUnsupported => 2,
+            Error::Recommender(ConfigError::Url { .. }) => 2,
             _ => 1,
         }
     }
 }
 
 pub async fn run(args: RunArgs) -> Result<(), Error> {
-    if args.recommender.is_some() {
-        return Err(Error::RecommenderUnsupported);
-    }
     let node = args
         .node_name
         .clone()
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(default_node_name);
+    let metrics = Arc::new(Metrics::new());
     // Everything that can be wrong with the inputs is reported before the kernel is touched.
     let pods = args.pods_file.as_deref().map(PodsFile::load).transpose()?;
-    let mut writer = FlowWriter::open(&args.flows_out).map_err(|source| Error::Output {
-        path: args.flows_out.clone(),
-        source,
-    })?;
+    let mut outputs = Outputs::new();
+    if let Some(target) = args.flows_out() {
+        let writer = FlowWriter::open(target).map_err(|source| Error::Output {
+            path: target.to_owned(),
+            source,
+        })?;
+        outputs.add_file(writer, &metrics).map_err(Error::Write)?;
+    }
+    if let Some(shipper) = shipper(&args, &node, &metrics)? {
+        outputs.add_shipper(shipper, &metrics);
+    }
     let root = mount::find_cgroup2_root().map_err(Error::Cgroup)?;
-    let metrics = Arc::new(Metrics::new());
     let ready = Arc::new(AtomicBool::new(false));
     let listener = http::bind(args.metrics_addr)
         .await
@@ -128,10 +142,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         %node,
         cgroup_root = %root.display(),
         metrics_addr = %args.metrics_addr,
-        mode = ?args.mode,
-        flows_out = %args.flows_out,
+        flows_out = args.flows_out().unwrap_or("(none)"),
+        recommender = args.recommender.as_deref().unwrap_or("(none)"),
         "kernel programs attached"
     );
+    // After attaching, so that a connection made meanwhile is seen by one or the other (or both:
+    // see `Pipeline::report_preexisting`).
+    let existing = scan_existing(args.existing_connections, Arc::clone(&metrics));
 
     let mut pipeline = Pipeline::new(
         node,
@@ -151,21 +168,118 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         &probes,
         &mut events,
         &mut pipeline,
-        &mut writer,
-        &metrics,
+        &mut outputs,
         Duration::from_secs(args.flush_interval),
+        existing,
         shutdown,
     )
     .await;
     ready.store(false, Ordering::Release);
     detach(probes);
+    // The records of the final flush are handed off; now they are written and delivered (or
+    // spooled), within the shipper's grace period.
+    let finished = outputs.finish().await.map_err(Error::Write);
     let _ = stop_http.send(());
     match http_task.await {
         Ok(Err(error)) => tracing::warn!(%error, "metrics server failed"),
         Err(error) => tracing::warn!(%error, "metrics server task failed"),
         Ok(Ok(())) => {}
     }
-    result
+    match (result, finished) {
+        (_, Err(e)) | (Err(e), _) => Err(e),
+        (Ok(()), Ok(())) => Ok(()),
+    }
+}
+
+/// The shipper of `--recommender`, its URL, token, CA file and spool checked.
+fn shipper(args: &RunArgs, node: &str, metrics: &Arc<Metrics>) -> Result<Option<Shipper>, Error> {
+    let Some(url) = args.recommender.as_deref() else {
+        return Ok(None);
+    };
+    let token_file = args
+        .token_file
+        .as_deref()
+        .expect("clap requires --token-file with --recommender");
+    let client = ship::Client::new(url, token_file, args.ca_file.as_deref(), REQUEST_TIMEOUT)?;
+    let spool = match &args.spool_dir {
+        Some(dir) => {
+            let (spool, recovered) =
+                Spool::open(dir, args.spool_max_bytes).map_err(|source| Error::Spool {
+                    path: dir.display().to_string(),
+                    source,
+                })?;
+            tracing::info!(
+                spool_dir = %dir.display(),
+                batches = recovered.batches,
+                bytes = recovered.bytes,
+                interrupted_writes = recovered.interrupted_writes,
+                corrupt = recovered.corrupt,
+                "spool opened"
+            );
+            spool
+        }
+        None => Spool::in_memory(args.spool_max_bytes),
+    };
+    tracing::info!(endpoint = %client.endpoint(), "delivering flows to the recommender");
+    Ok(Some(Shipper::new(
+        client,
+        spool,
+        BatchIds::new(node),
+        Backoff::default(),
+        Duration::from_secs(args.shutdown_grace),
+        Arc::clone(metrics),
+    )))
+}
+
+/// The sockets that exist now, as flow keys, once the scan (on a thread of its own) is done;
+/// never, when scanning is off or could not start.
+fn scan_existing(
+    enabled: bool,
+    metrics: Arc<Metrics>,
+) -> impl Future<Output = Vec<FlowKey>> + Send + 'static {
+    let scan = if enabled {
+        existing::spawn_scan()
+            .map_err(
+                |error| tracing::warn!(%error, "cannot start the scan of existing connections"),
+            )
+            .ok()
+    } else {
+        None
+    };
+    let started = Instant::now();
+    async move {
+        let Some(scan) = scan else {
+            return std::future::pending().await;
+        };
+        let Ok(scan) = scan.await else {
+            tracing::warn!("the scan of existing connections failed");
+            return std::future::pending().await;
+        };
+        metrics.netns_scanned(scan.namespaces);
+        metrics.existing_sockets(ExistingSocket::Inbound, scan.inbound);
+        metrics.existing_sockets(ExistingSocket::Unattributed, scan.unattributed);
+        for (reason, path, error) in &scan.failures {
+            metrics.netns_scan_failure(*reason);
+            tracing::debug!(netns = %path.display(), reason = reason.label(), %error, "network namespace not scanned");
+        }
+        if let Some((_, path, error)) = scan.failures.first() {
+            tracing::warn!(
+                failed = scan.failures.len(),
+                first = %path.display(),
+                %error,
+                "some network namespaces could not be scanned for existing connections \
+                 (entering one needs CAP_SYS_ADMIN)"
+            );
+        }
+        tracing::info!(
+            namespaces = scan.namespaces,
+            egress = scan.egress.len(),
+            inbound = scan.inbound,
+            took = ?started.elapsed(),
+            "scanned existing connections"
+        );
+        scan.egress
+    }
 }
 
 /// Where flow tables and kernel counters are read from: the attached probes, or a test's fake.
@@ -208,46 +322,63 @@ impl EventSource for EventReader {
 }
 
 /// Handles kernel events as they come and flushes every `interval` until `shutdown` completes,
-/// then flushes once more so that every flow with activity not yet reported is written before
-/// the programs go away. Each flush first takes the events still in the ring: a DNS answer that
-/// preceded a connect must be known before that connect's first record is written.
+/// then flushes once more so that every flow with activity not yet reported is handed to the
+/// outputs before the programs go away. Each flush first takes the events still in the ring: a DNS
+/// answer that preceded a connect must be known before that connect's first record is written.
+/// When `existing` completes (the scan of connections open at start), their records are handed off
+/// too. Handing off never waits (see `output`), so nothing here waits for a disk or the network.
 pub async fn main_loop(
     source: &impl FlowSource,
     events: &mut impl EventSource,
     pipeline: &mut Pipeline,
-    writer: &mut FlowWriter,
-    metrics: &Metrics,
+    outputs: &mut Outputs,
     interval: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
+    existing: impl Future<Output = Vec<FlowKey>>,
+    shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     enum Wake {
         Tick,
         Stop,
         Events(Result<(), kernel::Error>),
+        Existing(Vec<FlowKey>),
     }
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; nothing to report yet
     tokio::pin!(shutdown);
+    tokio::pin!(existing);
+    let mut scanned = false;
     let mut batch = Vec::new();
     let result = loop {
         let wake = tokio::select! {
             _ = tick.tick() => Wake::Tick,
             () = &mut shutdown => Wake::Stop,
             got = events.next_batch(&mut batch) => Wake::Events(got),
+            keys = &mut existing, if !scanned => Wake::Existing(keys),
         };
-        match wake {
-            Wake::Tick => {
-                if let Err(e) = flush(source, events, pipeline, writer, metrics, &mut batch) {
-                    break Err(e);
-                }
-            }
+        let handed = match wake {
+            Wake::Tick => match flush(source, events, pipeline, &mut batch) {
+                Some(records) => outputs.offer(records),
+                None => Ok(()),
+            },
             Wake::Stop => break Ok(()),
-            Wake::Events(Ok(())) => handle(pipeline, &mut batch),
+            Wake::Events(Ok(())) => {
+                handle(pipeline, &mut batch);
+                Ok(())
+            }
             Wake::Events(Err(error)) => break Err(Error::Events(error)),
+            Wake::Existing(keys) => {
+                scanned = true;
+                outputs.offer(report_existing(source, pipeline, &keys))
+            }
+        };
+        if handed.is_err() {
+            break Err(Error::OutputStopped);
         }
     };
-    let flushed = flush(source, events, pipeline, writer, metrics, &mut batch);
+    let flushed = flush(source, events, pipeline, &mut batch).map_or(Ok(()), |records| {
+        outputs.offer(records).map_err(|_| Error::OutputStopped)
+    });
     result.and(flushed)
 }
 
@@ -258,24 +389,21 @@ fn handle(pipeline: &mut Pipeline, batch: &mut Vec<KernelEvent>) {
     }
 }
 
-/// Takes pending events, reads the flow table and counters, writes the records. A table that
-/// cannot be read this time is logged and retried at the next tick; an output that cannot be
-/// written is fatal.
+/// Takes pending events, reads the flow table and counters, and returns the records. A table that
+/// cannot be read this time is logged and read again at the next tick.
 fn flush(
     probes: &impl FlowSource,
     events: &mut impl EventSource,
     pipeline: &mut Pipeline,
-    writer: &mut FlowWriter,
-    metrics: &Metrics,
     batch: &mut Vec<KernelEvent>,
-) -> Result<(), Error> {
+) -> Option<Vec<flow_model::FlowRecord>> {
     events.drain(batch);
     handle(pipeline, batch);
     let table = match probes.flow_table() {
         Ok(table) => table,
         Err(error) => {
             tracing::warn!(%error, "cannot read the flow table");
-            return Ok(());
+            return None;
         }
     };
     let counters = probes
@@ -283,10 +411,21 @@ fn flush(
         .map_err(|error| tracing::warn!(%error, "cannot read the kernel counters"))
         .ok();
     let records = pipeline.poll(&table, counters.as_ref(), &BootClock::now(), Instant::now());
-    writer.write_batch(&records).map_err(Error::Write)?;
-    metrics.records_written(records.len() as u64);
     tracing::debug!(records = records.len(), flows = table.len(), "flushed");
-    Ok(())
+    Some(records)
+}
+
+/// The records of the connections found open at start, less what the kernel already counted.
+fn report_existing(
+    probes: &impl FlowSource,
+    pipeline: &mut Pipeline,
+    keys: &[FlowKey],
+) -> Vec<flow_model::FlowRecord> {
+    let table = probes.flow_table().unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot read the flow table; existing connections reported whole");
+        Vec::new()
+    });
+    pipeline.report_preexisting(keys, &table, &BootClock::now(), Instant::now())
 }
 
 /// Dropping the probes detaches the programs (and frees their maps).
@@ -316,27 +455,44 @@ fn default_node_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::Mode;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
     use std::sync::Mutex;
 
     fn args() -> RunArgs {
-        RunArgs {
-            node_name: Some("n".into()),
-            pods_file: None,
-            flows_out: "-".into(),
-            recommender: None,
-            metrics_addr: "127.0.0.1:0".parse().unwrap(),
-            mode: Mode::Learn,
-            flush_interval: 1,
-        }
+        let Command::Run(mut a) =
+            Cli::parse_from(["agent", "run", "--node-name", "n", "--flush-interval", "1"]).command;
+        a.metrics_addr = "127.0.0.1:0".parse().unwrap();
+        a
     }
 
     #[tokio::test]
     async fn input_errors_come_before_the_kernel() {
+        let tmp = tempfile::tempdir().unwrap();
+        let token = tmp.path().join("token");
+        std::fs::write(&token, "t").unwrap();
+        let mut a = args();
+        a.recommender = Some("ftp://r".into());
+        a.token_file = Some(token.clone());
+        let e = run(a).await.unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("--recommender ftp://r"), "{e}");
+
         let mut a = args();
         a.recommender = Some("http://r".into());
+        a.token_file = Some(tmp.path().join("missing"));
         let e = run(a).await.unwrap_err();
-        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("missing"), "{e}");
+        assert_eq!(e.exit_code(), 1);
+
+        let mut a = args();
+        a.recommender = Some("http://r".into());
+        a.token_file = Some(token);
+        let file = tmp.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        a.spool_dir = Some(file.join("spool"));
+        let e = run(a).await.unwrap_err();
+        assert!(matches!(e, Error::Spool { .. }), "{e}");
 
         let mut a = args();
         a.pods_file = Some("/nonexistent/pods.json".into());
@@ -345,11 +501,11 @@ mod tests {
         assert_eq!(e.exit_code(), 1);
 
         let mut a = args();
-        a.flows_out = "/nonexistent/dir/flows.jsonl".into();
+        a.flows_out = Some("/nonexistent/dir/flows.jsonl".into());
         assert!(matches!(run(a).await, Err(Error::Output { .. })));
     }
 
-    struct FakeKernel(Mutex<Vec<(FlowKey, FlowValue)>>);
+    pub(crate) struct FakeKernel(pub(crate) Mutex<Vec<(FlowKey, FlowValue)>>);
 
     impl FlowSource for FakeKernel {
         fn flow_table(&self) -> Result<Vec<(FlowKey, FlowValue)>, kernel::Error> {
@@ -403,12 +559,12 @@ mod tests {
         )
     }
 
-    /// What the main-loop tests drive: a pipeline, its metrics, and a writer to `out`, a
+    /// What the main-loop tests drive: a pipeline, its metrics, and outputs that write to `out`, a
     /// `flows.jsonl` in a temporary directory that lives as long as this does.
     struct Setup {
         _tmp: tempfile::TempDir,
         out: std::path::PathBuf,
-        writer: FlowWriter,
+        outputs: Outputs,
         metrics: Arc<Metrics>,
         pipeline: Pipeline,
     }
@@ -417,19 +573,22 @@ mod tests {
         fn new() -> Setup {
             let tmp = tempfile::tempdir().unwrap();
             let out = tmp.path().join("flows.jsonl");
-            let writer = FlowWriter::open(out.to_str().unwrap()).unwrap();
             let metrics = Arc::new(Metrics::new());
+            let mut outputs = Outputs::new();
+            outputs
+                .add_file(FlowWriter::open(out.to_str().unwrap()).unwrap(), &metrics)
+                .unwrap();
             let pipeline = pipeline(tmp.path(), &metrics);
             Setup {
                 _tmp: tmp,
                 out,
-                writer,
+                outputs,
                 metrics,
                 pipeline,
             }
         }
 
-        /// `main_loop` over this setup's pipeline, writer and metrics.
+        /// `main_loop` over this setup's pipeline and outputs (no scan of existing connections).
         async fn main_loop(
             &mut self,
             kernel: &FakeKernel,
@@ -441,12 +600,18 @@ mod tests {
                 kernel,
                 ring,
                 &mut self.pipeline,
-                &mut self.writer,
-                &self.metrics,
+                &mut self.outputs,
                 interval,
+                std::future::pending(),
                 shutdown,
             )
             .await
+        }
+
+        /// Waits for the outputs to write everything.
+        async fn finish(self) -> (std::path::PathBuf, Arc<Metrics>, tempfile::TempDir) {
+            self.outputs.finish().await.unwrap();
+            (self.out, self.metrics, self._tmp)
         }
     }
 
@@ -486,14 +651,14 @@ mod tests {
             driver
         );
         result.unwrap();
-        let records = records(&setup.out);
+        let (out, metrics, _tmp) = setup.finish().await;
+        let records = records(&out);
         assert_eq!(records.len(), 2, "{records:?}");
         assert_eq!(records[0].destination.port, 53);
         assert_eq!(records[1].destination.port, 443);
         assert_eq!(records[1].count, 4);
         assert_eq!(records[1].node, "node-a");
-        assert!(setup
-            .metrics
+        assert!(metrics
             .encode()
             .contains("egress_agent_records_written_total 2"));
     }
@@ -523,7 +688,8 @@ mod tests {
             .main_loop(&kernel, &mut ring, Duration::from_secs(3600), async {})
             .await
             .unwrap();
-        let records = records(&setup.out);
+        let (out, _, _tmp) = setup.finish().await;
+        let records = records(&out);
         assert_eq!(records.len(), 1, "{records:?}");
         assert_eq!(records[0].destination.dns_names, ["api.example.test"]);
     }

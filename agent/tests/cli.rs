@@ -17,12 +17,29 @@ fn agent(args: &[&str]) -> (i32, String) {
 
 #[test]
 fn bad_flags_exit_2() {
-    let (code, err) = agent(&["run", "--mode", "enforce"]);
+    // The agent has no mode: learning and monitoring are the recommender's.
+    let (code, err) = agent(&["run", "--mode", "monitor"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--mode"), "{err}");
     assert_eq!(agent(&["run", "--flush-interval", "0"]).0, 2);
     assert_eq!(agent(&["frobnicate"]).0, 2);
-    assert_eq!(agent(&["run", "--recommender", "http://r"]).0, 2);
+    let (code, err) = agent(&["run", "--recommender", "http://r"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--token-file"), "{err}");
+    let dir = std::env::temp_dir().join(format!("agent-cli-url-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = dir.join("token");
+    std::fs::write(&token, "t").unwrap();
+    let (code, err) = agent(&[
+        "run",
+        "--recommender",
+        "recommender:8080",
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("http:// or https://"), "{err}");
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::time::Instant;
 use flow_model::{FlowRecord, Outcome, Protocol, WorkloadRef};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use recommender::cluster::Cluster;
-use recommender::policy::{Connection, Endpoint, PolicySet};
+use recommender::policy::{Connection, Endpoint, PodSelector, PolicySet};
 use recommender::resolve::{Observation, Peer, ResolvedFlow, SourceWorkload};
 use recommender::synth::{recommend, render, Options};
 
@@ -50,8 +50,8 @@ fn name(i: usize) -> String {
     format!("w-{i:05}")
 }
 
-fn selector(i: usize) -> BTreeMap<String, String> {
-    BTreeMap::from([("app".to_owned(), name(i))])
+fn selector(i: usize) -> PodSelector {
+    BTreeMap::from([("app".to_owned(), name(i))]).into()
 }
 
 fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
@@ -66,7 +66,7 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
             kind: "Deployment".into(),
             name: "coredns".into(),
         },
-        selector: BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]),
+        selector: BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]).into(),
         service: Some("kube-dns".into()),
         cluster_dns: true,
     });
@@ -149,17 +149,18 @@ fn generate(workloads: usize, per_workload: usize) -> Vec<ResolvedFlow> {
     flows
 }
 
-fn endpoint(namespace: &str, labels: &BTreeMap<String, String>) -> Endpoint {
+fn endpoint(namespace: &str, selector: &PodSelector) -> Endpoint {
     Endpoint::Pod {
         namespace: namespace.to_owned(),
         name: String::new(),
-        labels: labels.clone(),
+        labels: selector.match_labels.clone(),
         namespace_labels: BTreeMap::from([(
             "kubernetes.io/metadata.name".to_owned(),
             namespace.to_owned(),
         )]),
         ip: None,
         ports: Vec::new(),
+        node_ips: Vec::new(),
     }
 }
 
@@ -173,7 +174,16 @@ fn main() {
     let generate_time = t.elapsed();
     let rss_input = max_rss_mib();
 
-    let cluster = Cluster::default();
+    // The cluster DNS Service, so that DNS is allowed to its pods as in a real cluster.
+    let cluster = Cluster {
+        services: vec![serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+            "spec": {"clusterIP": "10.96.0.10", "selector": {"k8s-app": "kube-dns"},
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}))
+        .expect("a Service")],
+        ..Cluster::default()
+    };
     let options = Options::default();
     let t = Instant::now();
     let rec = recommend(&cluster, &flows, &options);
@@ -204,9 +214,10 @@ fn main() {
                 selector,
                 ..
             } => endpoint(namespace, selector),
-            Peer::ApiServer { ip } | Peer::Node { ip, .. } | Peer::External { ip, .. } => {
-                Endpoint::Ip(*ip)
-            }
+            Peer::ApiServer { ip }
+            | Peer::Node { ip, .. }
+            | Peer::External { ip, .. }
+            | Peer::NodeLocalDns { ip } => Endpoint::Ip(*ip),
         };
         let conn = Connection {
             from,

@@ -55,6 +55,11 @@ enum Command {
 struct ClusterArgs {
     #[arg(long = "cluster", value_name = "FILE", num_args = 1.., required = true)]
     files: Vec<PathBuf>,
+    /// The cluster's Service range (the API server's --service-cluster-ip-range; repeat for
+    /// dual-stack). A destination inside it that no Service has is refused rather than made an
+    /// ipBlock that could never match. Default: inferred from the Services' ClusterIPs.
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    service_cidrs: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Args)]
@@ -98,11 +103,15 @@ struct SynthArgs {
     /// Widen external IPv6 addresses to this prefix length (overrides --cidr-prefix).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(0..=128))]
     cidr_prefix_v6: Option<u8>,
-    /// Above this many external addresses a workload gets internet egress instead.
+    /// Widen to the internet past N external addresses. Off unless given (no cap): every external
+    /// address a workload reached stays its own ipBlock. With a cap, a workload that reached more
+    /// than N gets internet egress instead (0.0.0.0/0 and ::/0 less the cluster's ranges, for only
+    /// the address families it was seen using) on the ports it used, and a warning on stderr.
     #[arg(long, value_name = "N")]
     max_external_peers: Option<usize>,
-    /// How a workload over --max-external-peers gets internet egress: cidr (0.0.0.0/0 less the
-    /// cluster) or label (a namespace policy for pods labelled networking/allow-internet-egress).
+    /// How a workload over --max-external-peers (when given) gets internet egress: cidr (0.0.0.0/0
+    /// less the cluster) or label (a namespace policy for pods labelled
+    /// networking/allow-internet-egress).
     #[arg(long, value_parser = internet_egress_parser())]
     internet_egress: Option<InternetEgress>,
     /// Pod and Service ranges kept out of internet egress (default: derived from the cluster).
@@ -123,9 +132,7 @@ impl SynthArgs {
             cidr_prefix_v6: self
                 .cidr_prefix_v6
                 .or(self.cidr_prefix.and_then(|(_, v6)| v6)),
-            max_external_peers: self
-                .max_external_peers
-                .unwrap_or(defaults.max_external_peers),
+            max_external_peers: self.max_external_peers.or(defaults.max_external_peers),
             internet_egress: self.internet_egress.unwrap_or(defaults.internet_egress),
             cluster_cidrs: self.cluster_cidrs.clone(),
         }

@@ -124,32 +124,35 @@ fn selectors_of_pods() {
     // The Deployment's selector, not the ReplicaSet's (which has pod-template-hash).
     assert_eq!(
         sel("shop", "web-5d8f7c9b4-b7m2n").unwrap(),
-        labels(&[("app", "web")])
+        labels(&[("app", "web")]).into()
     );
     assert_eq!(
         sel("shop", "api-v1-6c7d8e9f0-aaaaa").unwrap(),
-        labels(&[("app", "api"), ("version", "v1")])
+        labels(&[("app", "api"), ("version", "v1")]).into()
     );
     assert_eq!(
         sel("data", "postgres-0").unwrap(),
-        labels(&[("app", "postgres")])
+        labels(&[("app", "postgres")]).into()
     );
     assert_eq!(
         sel("kube-system", "fluent-bit-7xk2p").unwrap(),
-        labels(&[("app.kubernetes.io/name", "fluent-bit")])
+        labels(&[("app.kubernetes.io/name", "fluent-bit")]).into()
     );
     // A CronJob's pods: stable labels, never the controller-uid selector.
     assert_eq!(
         sel("shop", "report-29012345-k7v2x").unwrap(),
-        labels(&[("app", "report")])
+        labels(&[("app", "report")]).into()
     );
-    assert_eq!(sel("data", "debug").unwrap(), labels(&[("run", "debug")]));
+    assert_eq!(
+        sel("data", "debug").unwrap(),
+        labels(&[("run", "debug")]).into()
+    );
     let err = sel("data", "unlabelled").unwrap_err();
     assert!(err.contains("empty podSelector"), "{err}");
 }
 
 #[test]
-fn selector_with_match_expressions_uses_match_labels_or_stable_labels() {
+fn selector_with_match_expressions_is_kept_whole() {
     let mut c = fixture::cluster();
     let web = c
         .deployments
@@ -161,16 +164,25 @@ fn selector_with_match_expressions_uses_match_labels_or_stable_labels() {
     )
     .unwrap()]);
     let p = pod(&c, "shop", "web-5d8f7c9b4-x2k4q").clone();
-    assert_eq!(c.selector_of(&p).unwrap(), labels(&[("app", "web")]));
+    let tier = serde_json::json!([{"key": "tier", "operator": "In", "values": ["frontend"]}]);
+    let whole = c.selector_of(&p).unwrap();
+    assert_eq!(whole.match_labels, labels(&[("app", "web")]));
+    assert_eq!(
+        serde_json::to_value(&whole.match_expressions).unwrap(),
+        tier
+    );
     let web = c
         .deployments
         .iter_mut()
         .find(|d| d.metadata.name.as_deref() == Some("web"))
         .unwrap();
     web.spec.selector.match_labels = None;
+    // Expressions alone still select exactly the workload's pods: no stable-label guess.
+    let expressions = c.selector_of(&p).unwrap();
+    assert!(expressions.match_labels.is_empty());
     assert_eq!(
-        c.selector_of(&p).unwrap(),
-        labels(&[("app", "web"), ("tier", "frontend")])
+        serde_json::to_value(&expressions.match_expressions).unwrap(),
+        tier
     );
 }
 
@@ -203,8 +215,13 @@ fn services_by_cluster_ip_both_families() {
         c.service("kube-system", "kube-dns").unwrap()
     ));
     assert_eq!(c.apiserver_addresses(), vec![ip("10.0.0.1")]);
+    assert_eq!(c.apiserver_endpoints(), vec![(ip("10.0.0.1"), 6443)]);
     let dns_pod = pod(&c, "kube-system", "coredns-5d78c9869d-fghij");
-    assert!(c.cluster_dns_service_of(dns_pod).is_some());
+    assert!(c.dns_service_of(dns_pod, 53).is_some());
+    assert!(
+        c.dns_service_of(dns_pod, 9153).is_none(),
+        "the metrics port of the DNS pods is not DNS"
+    );
 }
 
 fn backends(

@@ -35,7 +35,7 @@ fn pods_peer(
     Peer::Pods {
         namespace: ns.into(),
         workload: w,
-        selector: labels(selector),
+        selector: labels(selector).into(),
         service: service.map(Into::into),
         cluster_dns: dns,
     }
@@ -60,7 +60,7 @@ fn source_is_the_pods_workload_and_selector() {
         SourceWorkload {
             namespace: "shop".into(),
             workload: workload("Deployment", "web"),
-            selector: labels(&[("app", "web")]),
+            selector: labels(&[("app", "web")]).into(),
         }
     );
     let r = resolve::resolve(
@@ -68,7 +68,10 @@ fn source_is_the_pods_workload_and_selector() {
         &flow("shop/report-29012345-k7v2x", "198.18.0.10", 443, "TCP"),
     );
     assert_eq!(r.flows[0].source.workload, workload("CronJob", "report"));
-    assert_eq!(r.flows[0].source.selector, labels(&[("app", "report")]));
+    assert_eq!(
+        r.flows[0].source.selector,
+        labels(&[("app", "report")]).into()
+    );
 }
 
 #[test]
@@ -297,10 +300,15 @@ fn anything_else_is_external() {
         peers(&c, &flow(WEB, "2001:db8::1", 443, "TCP")),
         [(ext("2001:db8::1"), 443)]
     );
-    // A finished pod's address belongs to nobody.
-    assert_eq!(
-        peers(&c, &flow(WEB, "10.244.2.31", 80, "TCP")),
-        [(ext("10.244.2.31"), 80)]
+    // A finished pod's address belongs to nobody, and inside a node's pod range an ipBlock for it
+    // would follow the address to the next pod: refused, naming the pod it was.
+    let r = resolve::resolve(&c, &flow(WEB, "10.244.2.31", 80, "TCP"));
+    assert!(r.flows.is_empty(), "{:?}", r.flows);
+    assert!(
+        r.notes[0].contains("node node-b's pod range 10.244.2.0/24")
+            && r.notes[0].contains("shop/report-29012285-zz9zz, which has finished"),
+        "{:?}",
+        r.notes
     );
 }
 
@@ -355,7 +363,7 @@ fn source_missing_from_the_snapshot_uses_the_record() {
     assert_eq!(r.flows[0].source.workload, workload("Deployment", "web"));
     assert_eq!(
         r.flows[0].source.selector,
-        labels(&[("app", "web")]),
+        labels(&[("app", "web")]).into(),
         "the Deployment's selector"
     );
     // Workload unknown to the snapshot: stable labels.
@@ -363,7 +371,7 @@ fn source_missing_from_the_snapshot_uses_the_record() {
     let r = resolve::resolve(&c, &record);
     assert_eq!(
         r.flows[0].source.selector,
-        labels(&[("app", "web"), ("tier", "frontend")])
+        labels(&[("app", "web"), ("tier", "frontend")]).into()
     );
 }
 

@@ -374,6 +374,7 @@ fn peers_and_selectors() {
                 namespace_labels: Default::default(),
                 ip: None,
                 ports: vec![],
+                node_ips: vec![],
             },
             5432,
             TCP,

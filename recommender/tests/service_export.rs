@@ -29,7 +29,20 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
     // One the cluster cannot resolve (a Service port that does not exist): a note in every output.
     records.push(web_record("10.96.10.20", 9999, 1));
     records.push(web_record("198.18.0.33", 443, 7));
-    let deltas: Vec<FlowRecord> = records.iter().flat_map(split).collect();
+    // A destination whose rule needs a second look (multicast), reached by two pods: the warning
+    // names the first of them by flow key, which the service sees last.
+    let multicast = |pod: &str| {
+        let mut r = web_record("224.0.0.251", 5353, 1);
+        r.destination.protocol = flow_model::Protocol::Udp;
+        r.outcome = flow_model::Outcome::Sent;
+        r.outcomes = Default::default();
+        r.source.pod = Some(pod.into());
+        r.source.uid = None;
+        r
+    };
+    let late_but_first = multicast("web-5d8f7c9b4-aaaaa");
+    records.push(multicast("web-5d8f7c9b4-zzzzz"));
+    let mut deltas: Vec<FlowRecord> = records.iter().flat_map(split).collect();
     let flows_file = scratch.path("flows.jsonl");
     std::fs::write(
         &flows_file,
@@ -52,6 +65,16 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
     assert_eq!(server.send(&seconds[..5], Some("e-1")).status, 200);
     assert_eq!(server.send(&seconds[5..], Some("e-2")).status, 200);
     assert_eq!(server.send(&firsts, None).status, 200);
+    assert_eq!(
+        server.send(std::slice::from_ref(&late_but_first), Some("e-3")).status,
+        200
+    );
+    deltas.push(late_but_first);
+    std::fs::write(
+        &flows_file,
+        deltas.iter().map(|r| r.to_json_line() + "\n").collect::<String>(),
+    )
+    .unwrap();
 
     let option_sets: [&[&str]; 4] = [
         &[],
@@ -79,6 +102,10 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
             "{recommended}"
         );
         assert!(recommended.contains("flow records of node processes skipped"));
+        assert!(
+            recommended.contains("need a second look") && recommended.contains("web-5d8f7c9b4-aaaaa -> 224.0.0.251"),
+            "{recommended}"
+        );
 
         let mut args: Vec<String> = vec![
             "export".into(),

@@ -3,8 +3,8 @@
 //! Each case is a directory `tests/golden/<case>/` with `cluster.yaml` (kubectl-style objects) and
 //! `flows.jsonl` (FlowRecords), and one expected file per variant:
 //! `expected.yaml` (defaults), `expected-strict.yaml` (`--default-deny --with-ingress`),
-//! `expected-cilium.yaml` (`--format cilium`), `expected-label.yaml` (internet egress by pod label,
-//! with default deny). `UPDATE_GOLDEN=1 cargo test --test synth_golden`
+//! `expected-cilium.yaml` (`--format cilium`), `expected-label.yaml` (internet egress by pod label
+//! past `--max-external-peers 32`, with default deny). `UPDATE_GOLDEN=1 cargo test --test synth_golden`
 //! rewrites them. Every variant is also checked to be independent of input order, every
 //! NetworkPolicy variant is validated against the 1.37 schema, and the evaluator must allow every
 //! observed connection under it (what `verify` checks).
@@ -54,6 +54,7 @@ fn variants() -> Vec<(&'static str, Options)> {
             "expected-label.yaml",
             Options {
                 internet_egress: InternetEgress::Label,
+                max_external_peers: Some(32),
                 default_deny: true,
                 ..Options::default()
             },

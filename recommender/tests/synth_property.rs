@@ -290,6 +290,7 @@ fn with_namespace(e: &Endpoint, cluster: &Cluster, ns: &str) -> Endpoint {
             labels,
             ip: None,
             ports,
+            node_ips: Vec::new(),
         },
         other => other,
     }
@@ -324,7 +325,7 @@ fn check(m: &Model) -> Result<String, TestCaseError> {
         default_deny: m.default_deny,
         with_ingress: m.with_ingress,
         // internet egress (0.0.0.0/0 less the cluster ranges derived from the Nodes and Services)
-        max_external_peers: if m.internet { 2 } else { 32 },
+        max_external_peers: m.internet.then_some(2),
         ..Options::default()
     };
     let yaml = render(&recommend(&cluster, &resolution.flows, &options));

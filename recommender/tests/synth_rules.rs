@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use flow_model::{Outcome, Protocol};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use recommender::cluster::Cluster;
 use recommender::resolve::{Peer, ResolvedFlow};
 use recommender::synth::{recommend, render, Format, InternetEgress, Options};
 use synth_common::*;
@@ -118,7 +117,7 @@ fn find<'a>(nps: &'a [NetworkPolicy], ns: &str, name: &str) -> &'a NetworkPolicy
 }
 
 fn run(options: &Options) -> String {
-    render(&recommend(&Cluster::default(), &scenario(), options))
+    render(&recommend(&dns_cluster(), &scenario(), options))
 }
 
 #[test]
@@ -277,7 +276,7 @@ fn shuffled_input_gives_identical_output() {
         with_ingress: true,
         ..Options::default()
     };
-    let expected = render(&recommend(&Cluster::default(), &flows, &options));
+    let expected = render(&recommend(&dns_cluster(), &flows, &options));
     for seed in 0..8u64 {
         // a small deterministic shuffle (xorshift)
         let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
@@ -288,7 +287,7 @@ fn shuffled_input_gives_identical_output() {
             flows.swap(i, (state % (i as u64 + 1)) as usize);
         }
         assert_eq!(
-            render(&recommend(&Cluster::default(), &flows, &options)),
+            render(&recommend(&dns_cluster(), &flows, &options)),
             expected
         );
     }
@@ -365,20 +364,23 @@ fn internet_egress_patterns() {
         .collect();
     flows.push(flow(&src, dns(), 53, Protocol::Udp));
     let options = Options {
-        max_external_peers: 4,
+        max_external_peers: Some(4),
         cluster_cidrs: vec![
             "10.244.0.0/16".parse().unwrap(),
             "10.96.0.0/12".parse().unwrap(),
         ],
         ..Options::default()
     };
-    let yaml = render(&recommend(&Cluster::default(), &flows, &options));
+    let yaml = render(&recommend(&dns_cluster(), &flows, &options));
     assert!(yaml.contains("cidr: \"0.0.0.0/0\"\n        except:\n        - \"10.96.0.0/12\"\n        - \"10.244.0.0/16\""), "{yaml}");
-    assert!(yaml.contains("cidr: \"::/0\""), "{yaml}");
+    assert!(
+        !yaml.contains("cidr: \"::/0\""),
+        "no IPv6 was observed: {yaml}"
+    );
     assert!(!yaml.contains("198.18.1.2/32"), "{yaml}");
     validate(&yaml, "internet-cidr");
     let label = render(&recommend(
-        &Cluster::default(),
+        &dns_cluster(),
         &flows,
         &Options {
             internet_egress: InternetEgress::Label,
@@ -416,7 +418,7 @@ fn names_are_disambiguated_and_bounded() {
         flow(&b, dns(), 53, Protocol::Udp),
         flow(&long, dns(), 53, Protocol::Udp),
     ];
-    let yaml = render(&recommend(&Cluster::default(), &flows, &Options::default()));
+    let yaml = render(&recommend(&dns_cluster(), &flows, &Options::default()));
     assert!(yaml.contains("name: app-deployment-egress"));
     assert!(yaml.contains("name: app-statefulset-egress"));
     for np in policies(&yaml) {
@@ -428,9 +430,9 @@ fn names_are_disambiguated_and_bounded() {
 #[test]
 fn empty_selectors_are_skipped_with_a_note() {
     let mut empty = source("ns", "Deployment", "bare");
-    Arc::make_mut(&mut empty).selector.clear();
+    Arc::make_mut(&mut empty).selector = Default::default();
     let flows = vec![flow(&empty, dns(), 53, Protocol::Udp)];
-    let yaml = render(&recommend(&Cluster::default(), &flows, &Options::default()));
+    let yaml = render(&recommend(&dns_cluster(), &flows, &Options::default()));
     assert!(!yaml.contains("kind:"), "{yaml}");
     assert!(
         yaml.contains("# skipped Deployment ns/bare: no stable labels"),
@@ -448,7 +450,7 @@ fn every_option_combination_is_schema_valid() {
                     with_ingress,
                     ingress_for_cluster_services: with_ingress,
                     internet_egress: internet,
-                    max_external_peers: 2,
+                    max_external_peers: Some(2),
                     ..Options::default()
                 };
                 let yaml = run(&options);
@@ -471,7 +473,7 @@ fn resolving_names_implies_dns() {
         443,
         Protocol::Tcp,
     )];
-    let yaml = render(&recommend(&Cluster::default(), &flows, &Options::default()));
+    let yaml = render(&recommend(&dns_cluster(), &flows, &Options::default()));
     assert!(
         yaml.contains("# cluster DNS: no DNS flow observed, but"),
         "{yaml}"

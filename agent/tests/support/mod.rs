@@ -24,6 +24,7 @@ pub mod expect;
 pub mod hosts;
 pub mod netns;
 pub mod pods;
+pub mod recommender;
 pub mod servers;
 pub mod traffic;
 

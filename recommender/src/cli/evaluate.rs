@@ -26,11 +26,15 @@ fn party<'c>(cluster: &'c Cluster, flag: &str, value: &str) -> Result<Party<'c>,
             Error::BadInput(format!("{flag} {value}: no such pod in the cluster files"))
         });
     }
-    value.parse().map(Party::Ip).map_err(|_| {
-        Error::BadInput(format!(
-            "{flag} {value}: neither NAMESPACE/POD nor an IP address"
-        ))
-    })
+    // An IPv4-mapped IPv6 address is the IPv4 address on the wire.
+    value
+        .parse::<IpAddr>()
+        .map(|ip| Party::Ip(ip.to_canonical()))
+        .map_err(|_| {
+            Error::BadInput(format!(
+                "{flag} {value}: neither NAMESPACE/POD nor an IP address"
+            ))
+        })
 }
 
 fn endpoint_of(
@@ -50,7 +54,7 @@ fn endpoint_of(
 }
 
 pub(super) fn run(args: &EvaluateArgs) -> Result<i32, Error> {
-    let cluster = inputs::cluster(&args.cluster.files)?;
+    let cluster = inputs::cluster(&args.cluster)?;
     let policies = inputs::policies(&cluster, &args.policies)?;
     let protocol: Protocol = args
         .protocol

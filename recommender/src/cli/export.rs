@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{inputs, print, read_token, runtime, SynthArgs};
+use super::{print, read_token, runtime, SynthArgs};
 use crate::cluster::Cluster;
 use crate::error::Error;
 use crate::export;
@@ -28,6 +28,9 @@ pub struct ExportArgs {
     /// ranges kept out of internet egress). Edges are already resolved.
     #[arg(long = "cluster", value_name = "FILE", num_args = 1.., requires = "store")]
     cluster: Vec<PathBuf>,
+    /// With --store: the cluster's Service range (as `recommend --service-cidr`).
+    #[arg(long = "service-cidr", value_name = "CIDR", requires = "store")]
+    service_cidrs: Vec<ipnet::IpNet>,
     #[command(flatten)]
     synth: SynthArgs,
 }
@@ -47,11 +50,12 @@ pub(super) fn run(args: &ExportArgs) -> Result<i32, Error> {
                 .map_err(|e| Error::Service(e.to_string()))?
         }
         (None, Some(store)) => {
-            let cluster = if args.cluster.is_empty() {
+            let mut cluster = if args.cluster.is_empty() {
                 Cluster::default()
             } else {
-                inputs::cluster(&args.cluster)?
+                Cluster::load_files(&args.cluster)?.cluster
             };
+            cluster.service_cidrs = args.service_cidrs.clone();
             let learned = EmbeddedStore::open_existing(store)
                 .and_then(|s| s.load_now())
                 .map_err(|e| Error::Service(e.to_string()))?;

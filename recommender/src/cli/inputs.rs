@@ -10,9 +10,11 @@ use crate::cluster::Cluster;
 use crate::error::Error;
 use crate::resolve::merge_records;
 
-/// The cluster model from `--cluster` files (the loader logs its notes).
-pub fn cluster(files: &[PathBuf]) -> Result<Cluster, Error> {
-    Ok(Cluster::load_files(files)?.cluster)
+/// The cluster model from `--cluster` files (the loader logs its notes) and `--service-cidr`.
+pub fn cluster(args: &super::ClusterArgs) -> Result<Cluster, Error> {
+    let mut cluster = Cluster::load_files(&args.files)?.cluster;
+    cluster.service_cidrs = args.service_cidrs.clone();
+    Ok(cluster)
 }
 
 /// Every FlowRecord of `--flows` files (`-` is stdin), merged by key: agents report deltas.

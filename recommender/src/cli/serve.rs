@@ -38,6 +38,9 @@ pub struct ServeArgs {
     /// live cluster without them is not in this version.
     #[arg(long = "cluster", value_name = "FILE", num_args = 1..)]
     cluster: Vec<PathBuf>,
+    /// The cluster's Service range (as `recommend --service-cidr`; repeat for dual-stack).
+    #[arg(long = "service-cidr", value_name = "CIDR")]
+    service_cidrs: Vec<ipnet::IpNet>,
     /// The bearer tokens agents and readers must present, one per line (re-read when it changes).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
@@ -143,6 +146,7 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
     };
     let source = SnapshotFiles {
         files: args.cluster.clone(),
+        service_cidrs: args.service_cidrs.clone(),
     };
     runtime()?.block_on(async move {
         let service = Service::start(

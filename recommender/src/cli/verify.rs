@@ -7,7 +7,7 @@ use crate::policy::Evaluator;
 use crate::resolve::{describe, Resolver};
 
 pub(super) fn run(args: &VerifyArgs) -> Result<i32, Error> {
-    let cluster = inputs::cluster(&args.cluster.files)?;
+    let cluster = inputs::cluster(&args.cluster)?;
     let records = inputs::flows(&args.flows)?;
     let policies = inputs::policies(&cluster, &args.policies)?;
     let evaluator = Evaluator::new(&policies)?;

@@ -117,6 +117,15 @@ impl Cluster {
         backends
     }
 
+    /// Every endpoint (address and port) of `service`, any port, any family, ready or not.
+    pub fn endpoint_sockets(&self, service: &Service) -> Vec<(IpAddr, u16)> {
+        self.listed_endpoints(service, None)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| (l.ip, l.port))
+            .collect()
+    }
+
     /// Every endpoint address of `service`, any port, any family, ready or not.
     pub fn endpoint_addresses(&self, service: &Service) -> Vec<IpAddr> {
         self.listed_endpoints(service, None)

@@ -2,7 +2,8 @@
 //!
 //! Loading (from files) lives in `load`; lookups live in one file per job: `namespaces` (namespace
 //! labels), `pods` (pod by IP/uid/name, container ports), `workload` (owning workload and its
-//! selector), `services` (Service by ClusterIP, cluster DNS, the apiserver), `endpoints` (the backends
+//! selector), `services` (Service by ClusterIP, the apiserver), `dns` (the cluster DNS, defined
+//! once), `endpoints` (the backends
 //! of a Service port with their targetPorts), `nodes` (node by address) and `addresses` (what an
 //! address is).
 
@@ -15,19 +16,24 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 mod addresses;
+pub mod dns;
 mod endpoints;
 pub mod load;
 mod namespaces;
 mod nodes;
 mod pods;
+mod ranges;
 mod services;
 mod workload;
 
 pub use addresses::IpOwner;
+pub use dns::{is_cluster_dns, ClusterDns, DnsService};
 pub use endpoints::{target_port, Backend};
+pub use nodes::addresses as node_addresses;
 pub use pods::{is_host_network, is_terminated, named_ports, pod_ip_like, pod_ips};
+pub use ranges::covering_prefix;
 pub use services::{
-    cluster_ips, external_addresses, is_apiserver_service, is_cluster_dns, qualified_name,
+    cluster_ips, external_addresses, is_apiserver_service, qualified_name,
     selector as service_selector, service_port,
 };
 pub use workload::{stable_labels, UNSTABLE_LABELS};
@@ -50,4 +56,8 @@ pub struct Cluster {
     pub jobs: Vec<Job>,
     pub cron_jobs: Vec<CronJob>,
     pub network_policies: Vec<NetworkPolicy>,
+    /// The Service ranges (the API server's `--service-cluster-ip-range`), when the user gives
+    /// them: no object of a snapshot shows them. Empty: inferred from the ClusterIPs (see
+    /// [`Cluster::service_ranges`]).
+    pub service_cidrs: Vec<ipnet::IpNet>,
 }

@@ -7,6 +7,15 @@ use k8s_openapi::api::core::v1::Node;
 use super::pods::AddressMatcher;
 use super::Cluster;
 
+/// A node's InternalIP and ExternalIP addresses, parsed.
+pub fn addresses(node: &Node) -> impl Iterator<Item = IpAddr> + '_ {
+    node.status
+        .iter()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .filter(|a| matches!(a.type_.as_str(), "InternalIP" | "ExternalIP"))
+        .filter_map(|a| a.address.trim().parse().ok())
+}
+
 impl Cluster {
     /// The node that has `ip` as an InternalIP or ExternalIP address.
     pub fn node_by_ip(&self, ip: IpAddr) -> Option<&Node> {

@@ -1,10 +1,10 @@
-//! Services: by ClusterIP, their ports, and the two special ones (cluster DNS, the apiserver).
+//! Services: by ClusterIP, their ports, and the apiserver (the cluster DNS is `dns`).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use flow_model::Protocol;
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{Service, ServicePort};
 
 use super::pods::{parse_protocol, AddressMatcher};
 use super::Cluster;
@@ -60,18 +60,6 @@ pub fn service_port(service: &Service, port: u16, protocol: Protocol) -> Option<
         .iter()
         .flatten()
         .find(|p| p.port == i32::from(port) && parse_protocol(p.protocol.as_deref()) == protocol)
-}
-
-/// The cluster DNS Service: `kube-dns` in `kube-system` (the name CoreDNS keeps for compatibility),
-/// or any Service labelled `k8s-app: kube-dns` (distributions that rename it).
-pub fn is_cluster_dns(service: &Service) -> bool {
-    let meta = &service.metadata;
-    (meta.namespace.as_deref() == Some("kube-system") && meta.name.as_deref() == Some("kube-dns"))
-        || meta
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("k8s-app"))
-            .is_some_and(|v| v == "kube-dns")
 }
 
 /// The `kubernetes` Service in `default`, whose endpoints are the API server's addresses.
@@ -159,13 +147,52 @@ impl Cluster {
         })
     }
 
-    /// The cluster DNS Service whose selector selects `pod`, if `pod` is a cluster DNS pod.
-    pub fn cluster_dns_service_of(&self, pod: &Pod) -> Option<&Service> {
-        self.services.iter().find(|s| {
-            is_cluster_dns(s)
-                && s.metadata.namespace == pod.metadata.namespace
-                && selector(s).is_some_and(|sel| matches(sel, pod.metadata.labels.as_ref()))
+    /// The API server's endpoints (address and port): those of `default/kubernetes`, both
+    /// families. A connection to one of these addresses on another port (the kubelet on a control
+    /// plane node) is not a connection to the API server.
+    pub fn apiserver_endpoints(&self) -> Vec<(IpAddr, u16)> {
+        let Some(service) = self.service("default", "kubernetes") else {
+            return Vec::new();
+        };
+        let mut sockets = self.endpoint_sockets(service);
+        sockets.sort();
+        sockets.dedup();
+        sockets
+    }
+
+    /// The Service with a NodePort `port`/`protocol` (types NodePort and LoadBalancer allocate
+    /// them), with that port.
+    pub fn node_port_service(
+        &self,
+        port: u16,
+        protocol: Protocol,
+    ) -> Option<(&Service, &ServicePort)> {
+        self.services.iter().find_map(|s| {
+            let p = s.spec.as_ref()?.ports.iter().flatten().find(|p| {
+                p.node_port == Some(i32::from(port))
+                    && parse_protocol(p.protocol.as_deref()) == protocol
+            })?;
+            Some((s, p))
         })
+    }
+
+    /// The Services that make `pod` reachable from outside the cluster: of type LoadBalancer or
+    /// NodePort, or with external IPs, whose selector selects it.
+    pub fn exposing_services(&self, pod: &k8s_openapi::api::core::v1::Pod) -> Vec<&Service> {
+        self.services
+            .iter()
+            .filter(|s| {
+                let Some(spec) = &s.spec else { return false };
+                let exposed = matches!(spec.type_.as_deref(), Some("LoadBalancer" | "NodePort"))
+                    || spec
+                        .external_ips
+                        .as_ref()
+                        .is_some_and(|ips| !ips.is_empty());
+                exposed
+                    && s.metadata.namespace == pod.metadata.namespace
+                    && selector(s).is_some_and(|sel| matches(sel, pod.metadata.labels.as_ref()))
+            })
+            .collect()
     }
 
     /// The API server's addresses: the endpoints of `default/kubernetes`, both families.

@@ -1,11 +1,10 @@
 //! The workload a pod belongs to, and the labels a policy selects that workload's pods by.
 //!
 //! Selector rules (DESIGN.md, "Recommender"):
-//! - the top-level owner's `spec.selector.matchLabels` (Deployment, StatefulSet, DaemonSet, or a
-//!   ReplicaSet without a Deployment), when that object is in the snapshot;
-//! - a selector with `matchExpressions` contributes its `matchLabels` part only, when that part is
-//!   non-empty: it selects a superset of the workload's pods that still contains all of them, which
-//!   NetworkPolicy `podSelector`s can express without copying expressions we would have to re-check;
+//! - the top-level owner's whole `spec.selector`, `matchLabels` and `matchExpressions`
+//!   (Deployment, StatefulSet, DaemonSet, or a ReplicaSet without a Deployment), when that object is
+//!   in the snapshot: a policy then selects exactly the pods the workload's controller owns, and
+//!   not a sibling that shares some labels (a canary next to a `track In (stable)` Deployment);
 //! - Jobs (and so CronJobs) are never selected by their selector: it is the controller-generated
 //!   `controller-uid`, different for every run;
 //! - otherwise the pod's labels less the unstable ones ([`UNSTABLE_LABELS`]);
@@ -19,6 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 
 use super::Cluster;
+use crate::policy::PodSelector;
 
 /// Pod labels that change with every rollout, revision, pod or job run: selecting by them would
 /// tie a policy to one generation of the workload.
@@ -55,11 +55,12 @@ fn same(meta: &ObjectMeta, namespace: &str, name: &str) -> bool {
     meta.namespace.as_deref() == Some(namespace) && meta.name.as_deref() == Some(name)
 }
 
-/// The `matchLabels` to use from a workload's selector (see the module comment), if any.
-fn usable_match_labels(selector: Option<&LabelSelector>) -> Option<BTreeMap<String, String>> {
-    selector
-        .and_then(|s| s.match_labels.clone())
-        .filter(|labels| !labels.is_empty())
+/// The workload's selector as a value (see the module comment): `None` when it is empty (it would
+/// select the whole namespace) or invalid (the API server would have refused the workload).
+fn usable_selector(selector: Option<&LabelSelector>) -> Option<PodSelector> {
+    PodSelector::from_label_selector(selector?)
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 impl Cluster {
@@ -153,13 +154,13 @@ impl Cluster {
         }
     }
 
-    /// The `matchLabels` of the workload object `namespace/workload`, when it is in the snapshot and
+    /// The selector of the workload object `namespace/workload`, when it is in the snapshot and
     /// its selector is usable (see the module comment; Jobs and CronJobs never are).
-    pub fn workload_match_labels(
+    pub fn workload_selector(
         &self,
         namespace: &str,
         workload: &WorkloadRef,
-    ) -> Option<BTreeMap<String, String>> {
+    ) -> Option<PodSelector> {
         let name = workload.name.as_str();
         let selector = match workload.kind.as_str() {
             "Deployment" => self
@@ -184,18 +185,18 @@ impl Cluster {
                 .map(|o| &o.spec.selector),
             _ => None,
         };
-        usable_match_labels(selector)
+        usable_selector(selector)
     }
 
-    /// The selector for pods of `workload` whose labels are `labels`: the workload's own
-    /// `matchLabels` when usable, else the stable labels. `Err` (a note) when that would be empty.
+    /// The selector for pods of `workload` whose labels are `labels`: the workload's own selector
+    /// when usable, else the stable labels. `Err` (a note) when that would be empty.
     pub fn selector_for(
         &self,
         namespace: &str,
         workload: &WorkloadRef,
         labels: &BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, String> {
-        if let Some(selector) = self.workload_match_labels(namespace, workload) {
+    ) -> Result<PodSelector, String> {
+        if let Some(selector) = self.workload_selector(namespace, workload) {
             return Ok(selector);
         }
         let stable = stable_labels(labels);
@@ -207,11 +208,11 @@ impl Cluster {
                 workload.kind, workload.name
             ));
         }
-        Ok(stable)
+        Ok(PodSelector::labels(stable))
     }
 
     /// The selector for `pod`'s workload ([`Cluster::selector_for`] of [`Cluster::workload_of`]).
-    pub fn selector_of(&self, pod: &Pod) -> Result<BTreeMap<String, String>, String> {
+    pub fn selector_of(&self, pod: &Pod) -> Result<PodSelector, String> {
         let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
         let labels = pod.metadata.labels.clone().unwrap_or_default();
         self.selector_for(namespace, &self.workload_of(pod), &labels)

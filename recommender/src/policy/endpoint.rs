@@ -31,7 +31,16 @@ impl Endpoint {
             namespace_labels,
             ip: None,
             ports: Vec::new(),
+            node_ips: Vec::new(),
         }
+    }
+
+    /// Adds an address of the pod's node (no effect on [`Endpoint::Ip`]).
+    pub fn with_node_ip(mut self, addr: IpAddr) -> Endpoint {
+        if let Endpoint::Pod { node_ips, .. } = &mut self {
+            node_ips.push(addr);
+        }
+        self
     }
 
     /// Sets a pod's IP (no effect on [`Endpoint::Ip`]).

@@ -10,7 +10,8 @@
 //!   allows it. Policies are additive: order is irrelevant and a policy can only add;
 //! - a rule allows traffic iff (its peer list is absent/empty OR one peer matches) AND (its ports
 //!   list is absent/empty OR one entry matches);
-//! - a connection is allowed iff egress from `from` AND ingress to `to` are allowed.
+//! - a connection is allowed iff egress from `from` AND ingress to `to` are allowed, each direction
+//!   allowed outright by the API's exceptions (the pod itself, its own node; see `exceptions`).
 //!
 //! Everything that depends only on the policies (selectors, CIDRs, ports, the namespace index) is
 //! compiled once in [`PolicySet::new`]; [`PolicySet::allows`] then evaluates one connection without
@@ -21,6 +22,7 @@ use std::ops::Range;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 
+use super::exceptions::exemption;
 use super::peers::Peer;
 use super::ports::Ports;
 use super::selectors::Selector;
@@ -275,8 +277,9 @@ impl PolicySet {
     /// Whether `conn` is allowed; the same answer as `evaluate(conn).allowed`, without allocating
     /// and trying only the policies whose required label the pod carries.
     pub fn allows(&self, conn: &Connection) -> bool {
-        self.direction_allows(Direction::Egress, conn)
-            && self.direction_allows(Direction::Ingress, conn)
+        [Direction::Egress, Direction::Ingress]
+            .into_iter()
+            .all(|d| exemption(d, conn).is_some() || self.direction_allows(d, conn))
     }
 
     /// Whether `direction` allows `conn`, by any allowing rule (in no particular order, unlike
@@ -401,6 +404,9 @@ impl PolicySet {
     }
 
     fn direction_verdict(&self, direction: Direction, conn: &Connection) -> DirectionVerdict {
+        if let Some(exempt) = exemption(direction, conn) {
+            return DirectionVerdict::Exempt(exempt);
+        }
         match self.outcome(direction, conn) {
             Outcome::NotIsolated => DirectionVerdict::NotIsolated,
             Outcome::Allowed {

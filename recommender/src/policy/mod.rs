@@ -15,8 +15,9 @@
 //! - input the API server would reject (bad operator, CIDR, port range, peer mix) matches nothing
 //!   and is listed in [`PolicySet::problems`] for callers to report as bad input;
 //! - a policy without `metadata.namespace` is taken to live in `default`;
-//! - not modelled: the ingress exception for traffic from the pod's own node (a [`Connection`]
-//!   does not say which node an address is), and loopback, which never reaches policy.
+//! - the API's two exceptions hold before any policy ([`exceptions`]): a pod can always reach
+//!   itself, and traffic between a pod and its own node is always allowed;
+//! - not modelled: loopback, which never reaches policy (resolution leaves it out).
 //!
 //! One file per job: [`endpoint`] (building endpoints by hand; `resolve` builds them from the
 //! cluster model), [`selectors`] (label selectors), [`peers`] (to/from peers and ipBlock), [`ports`]
@@ -27,6 +28,7 @@
 pub mod endpoint;
 pub mod eval;
 pub mod evaluator;
+pub mod exceptions;
 pub mod peers;
 pub mod ports;
 pub mod selectors;
@@ -34,6 +36,8 @@ pub mod verdict;
 
 pub use eval::{evaluate, PolicySet, RuleId};
 pub use evaluator::{Evaluator, InvalidPolicies, Judgement};
+pub use exceptions::Exemption;
+pub use selectors::PodSelector;
 pub use verdict::{Direction, DirectionVerdict, Verdict};
 
 use std::collections::BTreeMap;
@@ -63,6 +67,9 @@ pub enum Endpoint {
         ip: Option<IpAddr>,
         /// The pod's container ports, for named ports in rules that select this pod as destination.
         ports: Vec<NamedPort>,
+        /// The addresses of the node the pod runs on: traffic between a pod and its own node is
+        /// always allowed ([`exceptions`]). Empty when unknown.
+        node_ips: Vec<IpAddr>,
     },
     /// An address that is not a (non-hostNetwork) pod: nodes, hostNetwork pods, the outside world.
     /// Only ipBlock peers match it and no policy isolates it.

@@ -212,6 +212,7 @@ mod tests {
             namespace_labels: BTreeMap::new(),
             ip: None,
             ports: Vec::new(),
+            node_ips: Vec::new(),
         };
         assert!(p.matches(&pod("shop")));
         assert!(!p.matches(&pod("other")));

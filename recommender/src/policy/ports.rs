@@ -156,6 +156,7 @@ mod tests {
             namespace_labels: BTreeMap::new(),
             ip: None,
             ports,
+            node_ips: Vec::new(),
         }
     }
 

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 
 /// The label every namespace carries (set by the API server since Kubernetes 1.21, immutable).
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -47,23 +47,58 @@ impl Labels for NamespaceLabels<'_> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Operator {
+/// A `matchExpressions` operator.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum Operator {
     In,
     NotIn,
     Exists,
     DoesNotExist,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Requirement {
-    key: String,
-    operator: Operator,
-    values: Vec<String>,
+impl Operator {
+    /// The operator the API spells `name` (case matters, as in the API).
+    pub fn parse(name: &str) -> Option<Operator> {
+        match name {
+            "In" => Some(Operator::In),
+            "NotIn" => Some(Operator::NotIn),
+            "Exists" => Some(Operator::Exists),
+            "DoesNotExist" => Some(Operator::DoesNotExist),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operator::In => "In",
+            Operator::NotIn => "NotIn",
+            Operator::Exists => "Exists",
+            Operator::DoesNotExist => "DoesNotExist",
+        }
+    }
+
+    /// `In` and `NotIn` need values, `Exists` and `DoesNotExist` take none.
+    fn needs_values(self) -> bool {
+        matches!(self, Operator::In | Operator::NotIn)
+    }
+}
+
+/// One `matchExpressions` entry (valid: values present exactly when the operator needs them).
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: Operator,
+    /// Sorted and unique in a [`PodSelector`]; empty for `Exists`/`DoesNotExist`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
 }
 
 impl Requirement {
-    fn matches(&self, labels: &impl Labels) -> bool {
+    pub fn matches(&self, labels: &impl Labels) -> bool {
         let value = labels.label(&self.key);
         match self.operator {
             Operator::In => value.is_some_and(|v| self.values.iter().any(|w| w == v)),
@@ -106,42 +141,13 @@ impl Selector {
             });
         }
         for expr in selector.match_expressions.iter().flatten() {
-            let values = expr.values.clone().unwrap_or_default();
-            let operator = match expr.operator.as_str() {
-                "In" => Operator::In,
-                "NotIn" => Operator::NotIn,
-                "Exists" => Operator::Exists,
-                "DoesNotExist" => Operator::DoesNotExist,
-                other => {
-                    problems.push(format!(
-                        "{context}: unknown matchExpressions operator {other:?} for key {:?} \
-                         (the selector matches nothing)",
-                        expr.key
-                    ));
+            match requirement(expr) {
+                Ok(r) => requirements.push(r),
+                Err(why) => {
+                    problems.push(format!("{context}: {why} (the selector matches nothing)"));
                     invalid = true;
-                    continue;
                 }
-            };
-            let needs_values = matches!(operator, Operator::In | Operator::NotIn);
-            if needs_values == values.is_empty() {
-                problems.push(format!(
-                    "{context}: operator {} for key {:?} {} (the selector matches nothing)",
-                    expr.operator,
-                    expr.key,
-                    if needs_values {
-                        "needs values"
-                    } else {
-                        "takes no values"
-                    }
-                ));
-                invalid = true;
-                continue;
             }
-            requirements.push(Requirement {
-                key: expr.key.clone(),
-                operator,
-                values,
-            });
         }
         Selector {
             requirements,
@@ -170,6 +176,150 @@ impl Selector {
 
     pub fn matches(&self, labels: &impl Labels) -> bool {
         !self.invalid && self.requirements.iter().all(|r| r.matches(labels))
+    }
+}
+
+/// One `matchExpressions` entry, checked as the API server checks it.
+fn requirement(expr: &LabelSelectorRequirement) -> Result<Requirement, String> {
+    let Some(operator) = Operator::parse(&expr.operator) else {
+        return Err(format!(
+            "unknown matchExpressions operator {:?} for key {:?}",
+            expr.operator, expr.key
+        ));
+    };
+    let values = expr.values.clone().unwrap_or_default();
+    if operator.needs_values() == values.is_empty() {
+        return Err(format!(
+            "operator {} for key {:?} {}",
+            expr.operator,
+            expr.key,
+            if operator.needs_values() {
+                "needs values"
+            } else {
+                "takes no values"
+            }
+        ));
+    }
+    Ok(Requirement {
+        key: expr.key.clone(),
+        operator,
+        values,
+    })
+}
+
+/// The pods a policy selects, as a value: `matchLabels` and `matchExpressions` together, the way a
+/// workload's own `spec.selector` says them, so that a policy selects exactly that workload's
+/// pods (a Deployment selecting `app=api, track In (stable)` does not open its canary twin).
+///
+/// Normalised on construction (expressions sorted, values sorted and unique) so that equal
+/// selectors compare, hash and serialize equal: it is part of the learned edges the store keeps.
+/// Serialized as the API writes a `LabelSelector` (`matchLabels`, `matchExpressions`).
+#[derive(
+    Clone,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<Requirement>,
+}
+
+impl PodSelector {
+    /// A selector of `matchLabels` only.
+    pub fn labels(labels: BTreeMap<String, String>) -> PodSelector {
+        PodSelector {
+            match_labels: labels,
+            match_expressions: Vec::new(),
+        }
+    }
+
+    /// `selector` as a value; `Err` names what the API server would have rejected.
+    pub fn from_label_selector(selector: &LabelSelector) -> Result<PodSelector, String> {
+        let mut match_expressions = selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(requirement)
+            .collect::<Result<Vec<_>, _>>()?;
+        for r in &mut match_expressions {
+            r.values.sort();
+            r.values.dedup();
+        }
+        match_expressions.sort();
+        match_expressions.dedup();
+        Ok(PodSelector {
+            match_labels: selector.match_labels.clone().unwrap_or_default(),
+            match_expressions,
+        })
+    }
+
+    /// As the API's `LabelSelector` (absent parts left out; `{}` when empty).
+    pub fn to_label_selector(&self) -> LabelSelector {
+        LabelSelector {
+            match_labels: (!self.match_labels.is_empty()).then(|| self.match_labels.clone()),
+            match_expressions: (!self.match_expressions.is_empty()).then(|| {
+                self.match_expressions
+                    .iter()
+                    .map(|r| LabelSelectorRequirement {
+                        key: r.key.clone(),
+                        operator: r.operator.as_str().to_owned(),
+                        values: (!r.values.is_empty()).then(|| r.values.clone()),
+                    })
+                    .collect()
+            }),
+        }
+    }
+
+    /// `{}`: selects every pod of a namespace.
+    pub fn is_empty(&self) -> bool {
+        self.match_labels.is_empty() && self.match_expressions.is_empty()
+    }
+
+    /// Whether pods labelled `labels` are selected (the API's semantics, see the module doc).
+    pub fn matches(&self, labels: &impl Labels) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.label(k) == Some(v.as_str()))
+            && self.match_expressions.iter().all(|r| r.matches(labels))
+    }
+
+    /// `app=api, track In (stable)`, for comments and messages.
+    pub fn describe(&self) -> String {
+        let labels = self.match_labels.iter().map(|(k, v)| format!("{k}={v}"));
+        let expressions = self.match_expressions.iter().map(|r| match r.operator {
+            Operator::In | Operator::NotIn => {
+                format!(
+                    "{} {} ({})",
+                    r.key,
+                    r.operator.as_str(),
+                    r.values.join(", ")
+                )
+            }
+            Operator::Exists => r.key.clone(),
+            Operator::DoesNotExist => format!("!{}", r.key),
+        });
+        let parts: Vec<String> = labels.chain(expressions).collect();
+        if parts.is_empty() {
+            "{}".to_owned()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+impl From<BTreeMap<String, String>> for PodSelector {
+    fn from(labels: BTreeMap<String, String>) -> PodSelector {
+        PodSelector::labels(labels)
     }
 }
 
@@ -261,6 +411,42 @@ mod tests {
             assert!(!compiled.matches(&labels(&[("env", "a")])), "{yaml}");
             assert!(!compiled.matches(&labels(&[])), "{yaml}");
         }
+    }
+
+    #[test]
+    fn pod_selectors_keep_expressions_normalise_and_round_trip() {
+        let written: LabelSelector = serde_yaml::from_str(
+            "matchLabels: {app: api}\nmatchExpressions: [{key: track, operator: In, values: [stable, beta, stable]}, {key: env, operator: Exists}]",
+        )
+        .unwrap();
+        let s = PodSelector::from_label_selector(&written).unwrap();
+        assert_eq!(s.match_expressions[0].key, "env");
+        assert_eq!(s.match_expressions[1].values, ["beta", "stable"]);
+        assert_eq!(s.describe(), "app=api, env, track In (beta, stable)");
+        assert!(s.matches(&labels(&[("app", "api"), ("track", "beta"), ("env", "")])));
+        assert!(!s.matches(&labels(&[("app", "api"), ("track", "canary"), ("env", "")])));
+        assert!(!s.matches(&labels(&[("app", "api"), ("track", "beta")])));
+        // The compiled form agrees with the value on what it selects.
+        let compiled = Selector::compile(&s.to_label_selector(), "t", &mut Vec::new());
+        for l in [
+            labels(&[("app", "api"), ("track", "beta"), ("env", "")]),
+            labels(&[("app", "api"), ("track", "canary"), ("env", "")]),
+        ] {
+            assert_eq!(compiled.matches(&l), s.matches(&l));
+        }
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["matchLabels"]["app"], "api");
+        assert_eq!(
+            json["matchExpressions"][0],
+            serde_json::json!({"key": "env", "operator": "Exists"})
+        );
+        assert_eq!(serde_json::from_value::<PodSelector>(json).unwrap(), s);
+        let bad: LabelSelector =
+            serde_yaml::from_str("matchExpressions: [{key: a, operator: Equals, values: [x]}]")
+                .unwrap();
+        assert!(PodSelector::from_label_selector(&bad)
+            .unwrap_err()
+            .contains("Equals"));
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::fmt;
 
 use flow_model::Protocol;
 
+use super::exceptions::Exemption;
+
 /// Which side of a connection a policy governs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
@@ -50,6 +52,8 @@ pub enum DirectionVerdict {
     /// The pod is isolated by these policies (`namespace/name`, sorted) and none of their rules
     /// allows the traffic.
     DeniedBy { policies: Vec<String> },
+    /// Allowed whatever the policies say: the API's exceptions (the pod itself, its own node).
+    Exempt(Exemption),
 }
 
 impl DirectionVerdict {
@@ -111,6 +115,25 @@ impl Verdict {
                     write!(f, " peer {peer}")?;
                 }
                 Ok(())
+            }
+            DirectionVerdict::Exempt(Exemption::Itself) => {
+                write!(
+                    f,
+                    "{direction}: {subject} to itself ({})",
+                    Exemption::Itself
+                )
+            }
+            DirectionVerdict::Exempt(Exemption::OwnNode) => {
+                let node = if direction == Direction::Egress {
+                    &self.to
+                } else {
+                    &self.from
+                };
+                write!(
+                    f,
+                    "{direction}: {node} is the node of {subject} ({})",
+                    Exemption::OwnNode
+                )
             }
             DirectionVerdict::DeniedBy { policies } => {
                 write!(f, "{direction} of {subject} is isolated by ")?;

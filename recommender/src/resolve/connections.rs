@@ -8,8 +8,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use flow_model::{FlowRecord, Protocol};
 use k8s_openapi::api::core::v1::Pod;
 
+use super::address::never_leaves_the_pod;
+use super::facts::Facts;
 use super::source::{record_namespace, source_pod};
-use crate::cluster::{is_host_network, named_ports, pod_ips, qualified_name, Cluster, IpOwner};
+use crate::cluster::{
+    is_host_network, named_ports, node_addresses, pod_ips, qualified_name, Cluster, IpOwner,
+};
 use crate::policy::selectors::NAMESPACE_NAME_LABEL;
 use crate::policy::{Connection, Endpoint};
 
@@ -25,13 +29,23 @@ pub struct Connections {
     pub notes: Vec<String>,
 }
 
-/// The record's source as an endpoint (see [`connections_for`]), or why there is none.
-pub(super) fn source_endpoint(cluster: &Cluster, record: &FlowRecord) -> Result<Endpoint, String> {
+/// The record's source as an endpoint for a connection to `to` (see [`connections_for`]), or why
+/// there is none.
+pub(super) fn source_endpoint(
+    cluster: &Cluster,
+    record: &FlowRecord,
+    to: IpAddr,
+) -> Result<Endpoint, String> {
     if let Some(pod) = source_pod(cluster, record)? {
-        return Ok(pod_endpoint(cluster, pod, record.destination.ip));
+        return Ok(pod_endpoint(cluster, pod, to));
     }
     let source = &record.source;
     let namespace = record_namespace(record)?;
+    // The pod is gone, but the record says which node it ran on.
+    let node_ips = cluster
+        .node(&record.node)
+        .map(|n| node_addresses(n).collect())
+        .unwrap_or_default();
     Ok(Endpoint::Pod {
         namespace_labels: cluster.namespace_labels(&namespace),
         namespace,
@@ -39,6 +53,7 @@ pub(super) fn source_endpoint(cluster: &Cluster, record: &FlowRecord) -> Result<
         labels: source.labels.clone(),
         ip: None,
         ports: Vec::new(),
+        node_ips,
     })
 }
 
@@ -49,6 +64,8 @@ pub(super) struct Targets {
     pub to: Vec<(Endpoint, u16)>,
     pub service: Option<String>,
     pub notes: Vec<String>,
+    /// The address is nothing the model has (see `address`).
+    pub unowned: bool,
 }
 
 impl Targets {
@@ -71,23 +88,41 @@ impl Targets {
     }
 }
 
-/// The targets of `ip:port/protocol`: through the Service when the address routes to one (every
-/// backend, each on its targetPort), else the address itself.
-pub(super) fn targets(cluster: &Cluster, ip: IpAddr, port: u16, protocol: Protocol) -> Targets {
+/// The targets of `ip:port/protocol` (`ip` canonical): through the Service when the address
+/// routes to one (every backend, each on its targetPort), else the address itself; none, with a
+/// note, for destinations resolution refuses (see `address`), so that `verify` skips what
+/// `recommend` leaves out instead of calling it denied.
+pub(super) fn targets(
+    cluster: &Cluster,
+    facts: &Facts,
+    ip: IpAddr,
+    port: u16,
+    protocol: Protocol,
+) -> Targets {
+    let refused = |why: String| Targets {
+        notes: vec![why],
+        ..Targets::default()
+    };
+    if let Some(why) = never_leaves_the_pod(ip) {
+        return refused(why);
+    }
     let (service, service_port) = match cluster.service_route(ip, port, protocol) {
         Ok(Some(route)) => route,
         Ok(None) => {
+            let unowned = matches!(cluster.ip_owner(ip), IpOwner::Unknown)
+                && !facts.dns.is_node_local(ip, port);
+            if unowned {
+                if let Err(why) = super::address::unowned(cluster, facts, ip) {
+                    return refused(why);
+                }
+            }
             return Targets {
                 to: vec![(ip_endpoint(cluster, ip), port)],
+                unowned,
                 ..Targets::default()
-            }
+            };
         }
-        Err(why) => {
-            return Targets {
-                notes: vec![why],
-                ..Targets::default()
-            }
-        }
+        Err(why) => return refused(why),
     };
     let name = qualified_name(service);
     let backends = cluster.backends(service, service_port, ip);
@@ -111,6 +146,7 @@ pub(super) fn targets(cluster: &Cluster, ip: IpAddr, port: u16, protocol: Protoc
         to,
         service: Some(name),
         notes,
+        unowned: false,
     }
 }
 
@@ -123,21 +159,49 @@ pub fn connections_to(
     port: u16,
     protocol: Protocol,
 ) -> Connections {
-    targets(cluster, ip, port, protocol).connections(&from, protocol)
+    let ip = ip.to_canonical();
+    targets(cluster, &Facts::of(cluster), ip, port, protocol).connections(&from, protocol)
 }
 
 /// A pod as an evaluator endpoint for a connection in the family of `family`
-/// ([`endpoint_of_pod`] with the namespace's labels). A hostNetwork pod is its address; one
-/// without an address in that family (it cannot take part in such a connection) is the unspecified
-/// address of that family.
+/// ([`endpoint_of_pod`] with the namespace's labels and its Node's addresses). A hostNetwork pod
+/// is its address; one without an address in that family (it cannot take part in such a
+/// connection) is the unspecified address of that family.
 pub fn pod_endpoint(cluster: &Cluster, pod: &Pod, family: IpAddr) -> Endpoint {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
-    endpoint_of_pod(pod, &cluster.namespace_labels(namespace), family.is_ipv6()).unwrap_or(
-        Endpoint::Ip(match family {
+    let endpoint = endpoint_of_pod(pod, &cluster.namespace_labels(namespace), family.is_ipv6());
+    match endpoint {
+        Some(Endpoint::Pod {
+            namespace,
+            name,
+            labels,
+            namespace_labels,
+            ip,
+            ports,
+            mut node_ips,
+        }) => {
+            let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+            if let Some(node) = node.and_then(|n| cluster.node(n)) {
+                node_ips.extend(node_addresses(node));
+                node_ips.sort();
+                node_ips.dedup();
+            }
+            Endpoint::Pod {
+                namespace,
+                name,
+                labels,
+                namespace_labels,
+                ip,
+                ports,
+                node_ips,
+            }
+        }
+        Some(other) => other,
+        None => Endpoint::Ip(match family {
             IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
             IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
         }),
-    )
+    }
 }
 
 /// An address as an evaluator endpoint: the pod that has it, or just the address (nodes,
@@ -155,8 +219,9 @@ pub fn ip_endpoint(cluster: &Cluster, ip: IpAddr) -> Endpoint {
 ///   select nor isolate it, so it is an [`Endpoint::Ip`] (`None` if it has no address of that
 ///   family);
 /// - otherwise a pod with its labels, `namespace_labels` (the name label is implied anyway), the
-///   `status.podIPs` entry of that family, and the named ports of its containers and of its
-///   sidecars (init containers with `restartPolicy: Always`, which keep running and serve).
+///   `status.podIPs` entry of that family, the named ports of its containers and of its sidecars
+///   (init containers with `restartPolicy: Always`, which keep running and serve), and its node's
+///   addresses as far as the pod says them (`status.hostIPs`; [`pod_endpoint`] adds the Node's).
 ///   Container ports without a name cannot be referenced by name and are left out.
 pub fn endpoint_of_pod(
     pod: &Pod,
@@ -177,7 +242,27 @@ pub fn endpoint_of_pod(
         namespace_labels,
         ip,
         ports: named_ports(pod),
+        node_ips: host_ips(pod),
     })
+}
+
+/// The pod's `status.hostIPs` (and `status.hostIP`): its node's addresses as the kubelet reports
+/// them.
+fn host_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = &pod.status else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = status
+        .host_ips
+        .iter()
+        .flatten()
+        .map(|h| h.ip.as_str())
+        .chain(status.host_ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips.dedup();
+    ips
 }
 
 #[cfg(test)]

@@ -8,20 +8,27 @@ use std::sync::Arc;
 use flow_model::{Protocol, WorkloadRef};
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 
-use super::model::Peer;
+use super::address::{never_leaves_the_pod, unowned};
+use super::facts::Facts;
+use super::model::{Peer, Warning, WarningReason};
+use crate::cluster::dns::is_dns_port;
 use crate::cluster::{
     is_apiserver_service, is_cluster_dns, qualified_name, service_selector, target_port, Cluster,
     IpOwner,
 };
+use crate::policy::PodSelector;
 
 /// What a destination address resolves to, whoever sent the traffic: the peers with the port
-/// they receive on, or why there are none, and notes on backends left out.
+/// they receive on, or why there are none, notes on backends left out, and warnings on the rule.
 ///
 /// Peers are interned in `known` (one `Arc` per distinct peer, across destinations).
 #[derive(Clone, Debug)]
 pub(super) struct DestinationPeers {
     pub peers: Result<Vec<(Arc<Peer>, u16)>, String>,
     pub notes: Vec<String>,
+    pub warnings: Vec<Warning>,
+    /// The destination is an address nothing in the model has (an outside address, by default).
+    pub unowned: bool,
 }
 
 /// The shared copy of `value` in `known`, added when new.
@@ -35,67 +42,117 @@ pub(super) fn intern<T: Ord>(known: &mut BTreeSet<Arc<T>>, value: T) -> Arc<T> {
 }
 
 impl DestinationPeers {
+    /// `ip` must be canonical (an IPv4-mapped IPv6 address already turned into IPv4).
     pub fn new(
         cluster: &Cluster,
+        facts: &Facts,
         (ip, port, protocol): (IpAddr, u16, Protocol),
         known: &mut BTreeSet<Arc<Peer>>,
     ) -> Self {
-        let mut notes = Vec::new();
-        let peers =
-            peers(cluster, ip, port, protocol, &mut |note| notes.push(note)).map(|mut peers| {
-                peers.sort();
-                peers.dedup();
-                peers
-                    .into_iter()
-                    .map(|(peer, port)| (intern(known, peer), port))
-                    .collect()
-            });
-        DestinationPeers { peers, notes }
+        let mut out = Found::default();
+        let peers = peers(cluster, facts, ip, port, protocol, &mut out).map(|mut peers| {
+            peers.sort();
+            peers.dedup();
+            peers
+                .into_iter()
+                .map(|(peer, port)| (intern(known, peer), port))
+                .collect()
+        });
+        DestinationPeers {
+            peers,
+            notes: out.notes,
+            warnings: out.warnings,
+            unowned: out.unowned,
+        }
     }
 }
 
+/// What resolving one destination found besides its peers.
+#[derive(Default)]
+struct Found {
+    notes: Vec<String>,
+    warnings: Vec<Warning>,
+    unowned: bool,
+}
+
 /// The peers (with the port they receive on) of a destination. `Err` when the destination cannot
-/// be resolved at all; `note` takes backends skipped on the way.
+/// be resolved at all, or is refused (see `address`).
 fn peers(
     cluster: &Cluster,
+    facts: &Facts,
     ip: IpAddr,
     port: u16,
     protocol: Protocol,
-    note: &mut impl FnMut(String),
+    found: &mut Found,
 ) -> Result<Vec<(Peer, u16)>, String> {
+    if let Some(why) = never_leaves_the_pod(ip) {
+        return Err(why);
+    }
     if let Some((service, service_port)) = cluster
         .service_route(ip, port, protocol)
         .map_err(|why| format!("{why}: the traffic reached no backend; unresolved"))?
     {
-        return service_peers(cluster, service, service_port, (ip, port, protocol), note);
+        return service_peers(
+            cluster,
+            facts,
+            service,
+            service_port,
+            (ip, port, protocol),
+            found,
+        );
     }
-    if cluster.apiserver_addresses().contains(&ip) {
+    if facts.dns.is_node_local(ip, port) {
+        return Ok(vec![(Peer::NodeLocalDns { ip }, port)]);
+    }
+    if facts.is_apiserver(ip, port) {
         return Ok(vec![(Peer::ApiServer { ip }, port)]);
     }
     let peer = match cluster.ip_owner(ip) {
-        IpOwner::Pod(pod) => pod_peer(cluster, pod, None)?,
-        IpOwner::Node { node } => Peer::Node {
-            ip,
-            node: node.unwrap_or_default().to_owned(),
-        },
-        IpOwner::Unknown => Peer::External { ip, service: None },
+        IpOwner::Pod(pod) => pod_peer(cluster, pod, None, port)?,
+        IpOwner::Node { node } => {
+            let node = node.unwrap_or_default().to_owned();
+            if let Some((service, node_port)) = cluster.node_port_service(port, protocol) {
+                found.warnings.push(Warning {
+                    reason: WarningReason::NodePort,
+                    message: format!(
+                        "{ip}:{port} is node {node} on the NodePort of Service {} (port {}): the rule allows the node's address, which a Service implementation that translates NodePorts before policy (Cilium without kube-proxy, and the like) never shows; calling the Service by name is what a policy can follow",
+                        qualified_name(service),
+                        node_port.name.as_deref().unwrap_or("unnamed")
+                    ),
+                });
+            }
+            Peer::Node { ip, node }
+        }
+        IpOwner::Unknown => {
+            found.unowned = true;
+            found.warnings.extend(unowned(cluster, facts, ip)?);
+            Peer::External { ip, service: None }
+        }
     };
     Ok(vec![(peer, port)])
 }
 
 fn service_peers(
     cluster: &Cluster,
+    facts: &Facts,
     service: &Service,
     service_port: &ServicePort,
     (ip, port, protocol): (IpAddr, u16, Protocol),
-    note: &mut impl FnMut(String),
+    found: &mut Found,
 ) -> Result<Vec<(Peer, u16)>, String> {
     let name = qualified_name(service);
+    let dns = is_cluster_dns(service) && is_dns_port(service_port);
+    let mut peers = Vec::new();
+    // NodeLocal DNSCache that also binds the DNS ClusterIP answers there on every node, before any
+    // Service translation: the address itself must be allowed too.
+    if dns && facts.dns.node_local.contains(&ip) {
+        peers.push((Peer::NodeLocalDns { ip }, port));
+    }
     let backends = cluster.backends(service, service_port, ip);
     if backends.is_empty() {
-        if is_cluster_dns(service) {
+        if dns {
             if let Some(selector) = service_selector(service) {
-                note(format!(
+                found.notes.push(format!(
                     "cluster DNS Service {name} has no backends in the snapshot; using its selector"
                 ));
                 let peer = Peer::Pods {
@@ -104,33 +161,37 @@ fn service_peers(
                         kind: "Service".into(),
                         name: service.metadata.name.clone().unwrap_or_default(),
                     },
-                    selector: selector.clone(),
+                    selector: PodSelector::labels(selector.clone()),
                     service: service.metadata.name.clone(),
                     cluster_dns: true,
                 };
-                return Ok(vec![(
-                    peer,
-                    target_port(service_port, None).unwrap_or(port),
-                )]);
+                peers.push((peer, target_port(service_port, None).unwrap_or(port)));
+                return Ok(peers);
             }
+        }
+        if !peers.is_empty() {
+            return Ok(peers);
         }
         return Err(format!(
             "Service {name} has no backends for port {port}/{protocol} in the snapshot; unresolved"
         ));
     }
-    let mut peers = Vec::new();
     for backend in backends {
         let peer = if is_apiserver_service(service) {
             Peer::ApiServer { ip: backend.ip }
         } else {
             match backend.owner {
-                IpOwner::Pod(pod) => match pod_peer(cluster, pod, Some(service)) {
-                    Ok(peer) => peer,
-                    Err(why) => {
-                        note(format!("backend {} of Service {name}: {why}", backend.ip));
-                        continue;
+                IpOwner::Pod(pod) => {
+                    match pod_peer(cluster, pod, Some((service, dns)), backend.port) {
+                        Ok(peer) => peer,
+                        Err(why) => {
+                            found
+                                .notes
+                                .push(format!("backend {} of Service {name}: {why}", backend.ip));
+                            continue;
+                        }
                     }
-                },
+                }
                 IpOwner::Node { node } => Peer::Node {
                     ip: backend.ip,
                     node: node.unwrap_or_default().to_owned(),
@@ -149,22 +210,28 @@ fn service_peers(
     Ok(peers)
 }
 
-/// A pod as a peer: its workload and selector, or the cluster DNS Service's selector when it is a
-/// DNS pod (reached directly or through the DNS Service).
-fn pod_peer(cluster: &Cluster, pod: &Pod, via: Option<&Service>) -> Result<Peer, String> {
+/// A pod as a peer on `port`: its workload and selector, or the cluster DNS Service's selector
+/// when this is DNS to a cluster DNS pod (through a DNS port of the DNS Service, `via` saying
+/// whether it was one, or straight to a DNS targetPort of the pod).
+fn pod_peer(
+    cluster: &Cluster,
+    pod: &Pod,
+    via: Option<(&Service, bool)>,
+    port: u16,
+) -> Result<Peer, String> {
     let dns = match via {
-        Some(service) => Some(service).filter(|s| is_cluster_dns(s)),
-        None => cluster.cluster_dns_service_of(pod),
+        Some((service, dns)) => Some(service).filter(|_| dns),
+        None => cluster.dns_service_of(pod, port),
     };
-    let selector = match dns.and_then(crate::cluster::service_selector) {
-        Some(selector) => selector.clone(),
+    let selector = match dns.and_then(service_selector) {
+        Some(selector) => PodSelector::labels(selector.clone()),
         None => cluster.selector_of(pod)?,
     };
     Ok(Peer::Pods {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         workload: cluster.workload_of(pod),
         selector,
-        service: via.and_then(|s| s.metadata.name.clone()),
+        service: via.and_then(|(s, _)| s.metadata.name.clone()),
         cluster_dns: dns.is_some(),
     })
 }

@@ -4,7 +4,9 @@
 //!   it (it was gone before the snapshot), the record's own namespace, workload and labels (with the
 //!   workload's selector when that object is in the snapshot). Host processes and hostNetwork pods
 //!   are skipped with a note: NetworkPolicy does not apply to them.
-//! - destination, in this order:
+//! - destination (an IPv4-mapped IPv6 address is taken as the IPv4 address it is on the wire), in
+//!   this order:
+//!   0. loopback and the unspecified address never leave the pod: *refused* (see `address`);
 //!   1. a Service ClusterIP (either family): the Service port with the flow's port and protocol; a
 //!      port the Service does not have is *unresolved* (skipped with a note): kube-proxy drops or
 //!      rejects such traffic, so it reached nothing a policy should allow. An external or
@@ -15,29 +17,42 @@
 //!      pods → [`Peer::Node`]; addresses outside the snapshot (selector-less Services) →
 //!      [`Peer::External`] naming the Service (the names the client resolved are the Service's, not
 //!      the backend's). A Service with no backends in the snapshot is unresolved, except the
-//!      cluster DNS (see 2).
-//!   2. cluster DNS (a pod selected by a cluster DNS Service, or that Service's ClusterIP):
-//!      [`Peer::Pods`] with `cluster_dns` and the DNS Service's own selector. With no DNS pods in
-//!      the snapshot, one peer named after the Service (kind `Service`), on the numeric targetPort or
-//!      else the Service port, so that DNS is never left out.
-//!   3. an API server endpoint address → [`Peer::ApiServer`], port as is;
+//!      cluster DNS on a DNS port (see 2).
+//!   2. cluster DNS (`cluster::dns`, one definition): a DNS port of a DNS Service, through it or
+//!      straight to a DNS targetPort of one of its pods → [`Peer::Pods`] with `cluster_dns` and the
+//!      DNS Service's own selector; any other port of those pods (CoreDNS metrics) is an ordinary
+//!      [`Peer::Pods`] of their workload. With no DNS pods in the snapshot, one peer named after the
+//!      Service (kind `Service`), on the numeric targetPort or else the Service port, so that DNS
+//!      is never left out. NodeLocal DNSCache (its `-localip` addresses, 169.254.20.10 by default)
+//!      on 53 → [`Peer::NodeLocalDns`], also beside the DNS pods when the cache binds the DNS
+//!      ClusterIP;
+//!   3. an API server endpoint (address AND port) → [`Peer::ApiServer`]; the same address on
+//!      another port (the kubelet of a control-plane node) is what the address is (4, 5);
 //!   4. a pod IP (headless Services land here too) → [`Peer::Pods`], port as is;
-//!   5. a node address or hostNetwork pod → [`Peer::Node`];
-//!   6. anything else → [`Peer::External`]; the record's DNS names go with its [`Observation`].
+//!   5. a node address or hostNetwork pod → [`Peer::Node`] (a warning when the port is a
+//!      Service's NodePort);
+//!   6. anything else → [`Peer::External`], the record's DNS names going with its
+//!      [`Observation`]; unless `address` refuses it (an unknown address in the Service range or
+//!      in a node's pod range, or one resolved from a `.svc.` name) or warns about it (multicast,
+//!      broadcast, where the Service range probably is, or any address when the snapshot has no
+//!      Services).
 //!
 //! [`connections_for`] reads the same cluster the same way for the evaluator.
 //!
 //! Modules: `model` (what resolution produces), `observation` (what was seen of an edge),
 //! `records` (naming and merging records and edges), `source` and `destination` (the rules above),
-//! `connections` (evaluator endpoints and connections), `resolver` (all of it memoized for many
-//! records against one cluster).
+//! `address` (addresses that are not peers), `facts` (what every destination looks up, computed
+//! once per cluster), `connections` (evaluator endpoints and connections), `resolver` (all of it
+//! memoized for many records against one cluster).
 
 use flow_model::FlowRecord;
 
 use crate::cluster::Cluster;
 
+mod address;
 mod connections;
 mod destination;
+mod facts;
 mod model;
 mod observation;
 mod records;
@@ -45,7 +60,8 @@ mod resolver;
 mod source;
 
 pub use connections::{connections_to, endpoint_of_pod, ip_endpoint, pod_endpoint, Connections};
-pub use model::{EdgeKey, Peer, Resolution, ResolvedFlow, SourceWorkload};
+pub use facts::Facts;
+pub use model::{EdgeKey, Peer, Resolution, ResolvedFlow, SourceWorkload, Warning, WarningReason};
 pub use observation::Observation;
 pub use records::{describe, merge_edges, merge_records};
 pub use resolver::Resolver;
@@ -61,6 +77,7 @@ pub fn resolve_all<'r>(
         let one = resolver.resolve(record);
         all.flows.extend(one.flows);
         all.notes.extend(one.notes);
+        all.warnings.extend(one.warnings);
     }
     all
 }

@@ -1,7 +1,6 @@
 //! What resolution produces: the source workload, the peer, and the edge between them with what
 //! was observed of it. These are the values the store keeps (hence serde) and synthesis reads.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -9,15 +8,17 @@ use flow_model::{Protocol, WorkloadRef};
 use serde::{Deserialize, Serialize};
 
 use super::observation::Observation;
+use crate::policy::PodSelector;
 
 /// The source workload of a flow, as policies select it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceWorkload {
     pub namespace: String,
     pub workload: WorkloadRef,
-    /// The labels a policy's `podSelector` uses for this workload: the owner's selector
-    /// (`matchLabels`), or failing that the pod labels less the unstable ones. Never empty.
-    pub selector: BTreeMap<String, String>,
+    /// The `podSelector` a policy uses for this workload: the owner's whole selector
+    /// (`matchLabels` and `matchExpressions`), or failing that the pod labels less the unstable
+    /// ones. Never empty.
+    pub selector: PodSelector,
 }
 
 /// What a destination turned out to be.
@@ -29,12 +30,18 @@ pub enum Peer {
     Pods {
         namespace: String,
         workload: WorkloadRef,
-        selector: BTreeMap<String, String>,
+        selector: PodSelector,
         /// Set when the flow went through a Service (its name), for comments and annotations.
         service: Option<String>,
-        /// True when this is the cluster DNS (the Service `kube-dns` in `kube-system`, or its backends).
+        /// True when this edge is DNS to the cluster DNS: a DNS port of the cluster DNS Service
+        /// (through it or straight to its pods; see `cluster::dns`). Other ports of the same pods
+        /// (CoreDNS metrics) are ordinary edges.
         cluster_dns: bool,
     },
+    /// NodeLocal DNSCache: the address its hostNetwork DaemonSet listens on in every node
+    /// (169.254.20.10 by default, or the kube-dns ClusterIP it also binds), on a DNS port. Only
+    /// an ipBlock can name it, and no Service translation happens on the way.
+    NodeLocalDns { ip: IpAddr },
     /// The Kubernetes API server, through the `kubernetes` Service or its endpoint addresses directly.
     ApiServer { ip: IpAddr },
     /// A node address or a hostNetwork pod: only an ipBlock can name it.
@@ -78,4 +85,48 @@ pub struct Resolution {
     /// One line per skipped record or skipped backend, starting with [`super::describe`] of the
     /// record.
     pub notes: Vec<String>,
+    /// What the reader must know about flows that *were* resolved: their rule may not do what it
+    /// seems (see [`WarningReason`]). A [`super::Resolver`] gives each destination's warnings once.
+    pub warnings: Vec<Warning>,
+}
+
+/// Why a resolved flow's rule needs a second look. A closed set, so that a service can count
+/// warnings by reason.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WarningReason {
+    /// The snapshot has no Services: an outside address may be a ClusterIP.
+    MaybeServiceAddress,
+    /// A multicast destination: CNIs differ in whether policies apply to it.
+    Multicast,
+    /// A broadcast destination: CNIs differ in whether policies apply to it.
+    Broadcast,
+    /// A node address on a Service's NodePort: a Service implementation that translates it before
+    /// policy (kube-proxy replacements) makes the node's ipBlock useless.
+    NodePort,
+}
+
+impl WarningReason {
+    /// A label value (`maybe_service_address`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WarningReason::MaybeServiceAddress => "maybe_service_address",
+            WarningReason::Multicast => "multicast",
+            WarningReason::Broadcast => "broadcast",
+            WarningReason::NodePort => "node_port",
+        }
+    }
+}
+
+/// A warning about a resolved flow (see [`Resolution::warnings`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub reason: WarningReason,
+    /// One line naming the flow and the address.
+    pub message: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }

@@ -15,9 +15,11 @@ use std::sync::Arc;
 
 use flow_model::{FlowRecord, Protocol, SourceKind, WorkloadRef};
 
+use super::address::service_name;
 use super::connections::{source_endpoint, targets, Connections, Targets};
 use super::destination::{intern, DestinationPeers};
-use super::model::{Peer, Resolution, ResolvedFlow, SourceWorkload};
+use super::facts::Facts;
+use super::model::{Peer, Resolution, ResolvedFlow, SourceWorkload, Warning};
 use super::observation::Observation;
 use super::records::describe;
 use super::source::source_workload;
@@ -50,14 +52,17 @@ fn source_key(record: &FlowRecord) -> SourceKey {
     )
 }
 
+/// The destination as the network sees it: a dual-stack socket reports an IPv4 peer as
+/// `::ffff:a.b.c.d`, but the packet, the Service and the pod are IPv4.
 fn destination_key(record: &FlowRecord) -> DestinationKey {
     let d = &record.destination;
-    (d.ip, d.port, d.protocol)
+    (d.ip.to_canonical(), d.port, d.protocol)
 }
 
 /// Resolves records against one cluster; see the module comment.
 pub struct Resolver<'c> {
     cluster: &'c Cluster,
+    facts: Facts,
     sources: HashMap<SourceKey, Result<Arc<SourceWorkload>, String>>,
     destinations: HashMap<DestinationKey, DestinationPeers>,
     /// Every distinct source workload and peer handed out, to share them across keys (the pods
@@ -73,6 +78,7 @@ impl<'c> Resolver<'c> {
     pub fn new(cluster: &'c Cluster) -> Self {
         Resolver {
             cluster,
+            facts: Facts::of(cluster),
             sources: HashMap::new(),
             destinations: HashMap::new(),
             known_sources: BTreeSet::new(),
@@ -100,15 +106,30 @@ impl<'c> Resolver<'c> {
         };
         let d = &record.destination;
         let known_peers = &mut self.known_peers;
-        let destination = self
-            .destinations
-            .entry(destination_key(record))
-            .or_insert_with(|| {
-                DestinationPeers::new(cluster, destination_key(record), known_peers)
-            });
+        let facts = &self.facts;
+        let key = destination_key(record);
+        let mut first = false;
+        let destination = self.destinations.entry(key).or_insert_with(|| {
+            first = true;
+            DestinationPeers::new(cluster, facts, key, known_peers)
+        });
         out.notes
             .extend(destination.notes.iter().map(|n| format!("{prefix}: {n}")));
+        if first {
+            // Warnings are about the destination: once, with the first record that reached it.
+            out.warnings
+                .extend(destination.warnings.iter().map(|w| Warning {
+                    reason: w.reason,
+                    message: format!("{prefix}: {}", w.message),
+                }));
+        }
         match &destination.peers {
+            Ok(_) if destination.unowned && service_name(&d.dns_names).is_some() => {
+                out.notes.push(format!(
+                    "{prefix}: {}",
+                    svc_refusal(key.0, service_name(&d.dns_names).unwrap_or_default())
+                ));
+            }
             Ok(peers) => {
                 let observed = Arc::new(Observation::of(record));
                 out.flows = peers
@@ -132,10 +153,11 @@ impl<'c> Resolver<'c> {
         let cluster = self.cluster;
         let prefix = describe(record);
         let d = &record.destination;
+        let key = destination_key(record);
         let from = self
             .source_endpoints
-            .entry((source_key(record), d.ip.is_ipv6()))
-            .or_insert_with(|| source_endpoint(cluster, record));
+            .entry((source_key(record), key.0.is_ipv6()))
+            .or_insert_with(|| source_endpoint(cluster, record, key.0));
         let from = match from {
             Ok(from) => from,
             Err(why) => {
@@ -145,14 +167,33 @@ impl<'c> Resolver<'c> {
                 }
             }
         };
+        let facts = &self.facts;
         let targets = self
             .targets
-            .entry(destination_key(record))
-            .or_insert_with(|| targets(cluster, d.ip, d.port, d.protocol));
+            .entry(key)
+            .or_insert_with(|| targets(cluster, facts, key.0, key.1, key.2));
+        if let Some(name) = service_name(&d.dns_names).filter(|_| targets.unowned) {
+            return Connections {
+                notes: vec![format!("{prefix}: {}", svc_refusal(key.0, name))],
+                ..Connections::default()
+            };
+        }
         let mut connections = targets.connections(from, d.protocol);
         for note in &mut connections.notes {
             *note = format!("{prefix}: {note}");
         }
         connections
     }
+
+    /// The per-cluster facts resolution uses.
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+}
+
+/// Why an address resolved from a Service name but unknown to the model gets no rule.
+fn svc_refusal(ip: IpAddr, name: &str) -> String {
+    format!(
+        "{ip} was resolved from the Service name {name}, but no Service or pod in the cluster files has it (missing from the files, or gone): an ipBlock for it would never match a ClusterIP, and would follow a pod IP to whichever pod gets it next; no rule"
+    )
 }

@@ -49,18 +49,37 @@ pub fn prepare(
     let mut edges: HashMap<(usize, usize, u16, Protocol), ResolvedFlow, FastHash> =
         HashMap::default();
     let mut uncovered: HashMap<FlowKey, UncoveredFlow> = HashMap::new();
-    for record in records {
+    // In flow key order, as `recommend` reads them: the resolver gives a destination's warnings
+    // with the first record that reaches it, and that must be the same record as there.
+    let mut ordered: Vec<&FlowRecord> = records.iter().collect();
+    ordered.sort_by(|a, b| key_order(a, b));
+    for record in ordered {
         if record.source.kind == SourceKind::Host {
             *out.skipped.entry(Skip::HostProcess).or_default() += 1;
             uncovered.insert(record.key(), UncoveredFlow::HostProcess);
             continue;
         }
         let resolution = resolver.resolve(record);
-        if !resolution.notes.is_empty() {
+        if !resolution.notes.is_empty() || !resolution.warnings.is_empty() {
+            let key = record.key();
+            // A record sent twice in a batch keeps its warnings from the first time.
+            let earlier = match uncovered.remove(&key) {
+                Some(UncoveredFlow::Unresolved { warnings, .. }) => warnings,
+                _ => Vec::new(),
+            };
+            let mut warnings: Vec<String> = resolution
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if warnings.is_empty() {
+                warnings = earlier;
+            }
             uncovered.insert(
-                record.key(),
+                key,
                 UncoveredFlow::Unresolved {
                     notes: resolution.notes,
+                    warnings,
                 },
             );
         }
@@ -98,6 +117,37 @@ pub fn prepare(
     out.edges = edges.into_values().collect();
     out.uncovered = uncovered.into_iter().collect();
     out
+}
+
+/// [`FlowRecord::key`] order, without building the keys.
+fn key_order(a: &FlowRecord, b: &FlowRecord) -> std::cmp::Ordering {
+    type Key<'r> = (
+        &'r str,
+        SourceKind,
+        Option<&'r str>,
+        Option<&'r str>,
+        Option<&'r str>,
+        Option<&'r str>,
+        std::net::IpAddr,
+        u16,
+        Protocol,
+    );
+    fn key(r: &FlowRecord) -> Key<'_> {
+        let s = &r.source;
+        let d = &r.destination;
+        (
+            r.node.as_str(),
+            s.kind,
+            s.namespace.as_deref(),
+            s.pod.as_deref(),
+            s.uid.as_deref(),
+            s.container_id.as_deref(),
+            d.ip,
+            d.port,
+            d.protocol,
+        )
+    }
+    key(a).cmp(&key(b))
 }
 
 /// Whether the record's source is a hostNetwork pod (by the record, or by the model).

@@ -50,6 +50,8 @@ pub trait ClusterSource: Send + Sync {
 /// `--cluster` files: `kubectl get ... -o yaml|json` snapshots, loaded once.
 pub struct SnapshotFiles {
     pub files: Vec<PathBuf>,
+    /// The cluster's Service ranges, when given (`--service-cidr`).
+    pub service_cidrs: Vec<ipnet::IpNet>,
 }
 
 impl ClusterSource for SnapshotFiles {
@@ -59,11 +61,13 @@ impl ClusterSource for SnapshotFiles {
 
     fn start(&self, cell: Arc<ModelCell>) -> BoxFuture<'_, Result<(), crate::Error>> {
         let files = self.files.clone();
+        let service_cidrs = self.service_cidrs.clone();
         Box::pin(async move {
-            let loaded =
+            let mut loaded =
                 tokio::task::spawn_blocking(move || Cluster::load_files(&files).map(|l| l.cluster))
                     .await
                     .map_err(|e| crate::Error::BadInput(format!("loading the cluster: {e}")))??;
+            loaded.service_cidrs = service_cidrs;
             cell.replace(loaded);
             Ok(())
         })

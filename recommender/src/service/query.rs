@@ -69,7 +69,7 @@ pub fn options_from_query(query: &str) -> Result<Options, String> {
             "cidr-prefix-v4" => v4 = Some(number::<u8>(&name, value, 32)?),
             "cidr-prefix-v6" => v6 = Some(number::<u8>(&name, value, 128)?),
             "max-external-peers" => {
-                options.max_external_peers = number::<usize>(&name, value, u32::MAX as u64)?
+                options.max_external_peers = Some(number::<usize>(&name, value, u32::MAX as u64)?)
             }
             "internet-egress" => {
                 options.internet_egress = value
@@ -121,11 +121,8 @@ pub fn query_from_options(options: &Options) -> String {
         let _ = write!(number, "{v6}");
         query.append_pair("cidr-prefix-v6", &number);
     }
-    if options.max_external_peers != defaults.max_external_peers {
-        query.append_pair(
-            "max-external-peers",
-            &options.max_external_peers.to_string(),
-        );
+    if let Some(n) = options.max_external_peers {
+        query.append_pair("max-external-peers", &n.to_string());
     }
     if options.internet_egress != defaults.internet_egress {
         query.append_pair("internet-egress", options.internet_egress.as_str());
@@ -150,7 +147,7 @@ mod tests {
             format: Format::Cilium,
             cidr_prefix_v4: Some(24),
             cidr_prefix_v6: Some(56),
-            max_external_peers: 7,
+            max_external_peers: Some(7),
             internet_egress: InternetEgress::Label,
             cluster_cidrs: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/48".parse().unwrap()],
         };

@@ -4,6 +4,7 @@
 //! writer writes.
 
 use std::collections::VecDeque;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
@@ -33,6 +34,8 @@ pub type FastHash = foldhash::fast::RandomState;
 pub struct State {
     pub edges: DashMap<EdgeKey, Edge, FastHash>,
     pub uncovered: DashMap<FlowKey, UncoveredFlow>,
+    /// Per destination with warnings, the flow key that holds them (the smallest seen).
+    pub warned: DashMap<(IpAddr, u16, Protocol), FlowKey>,
     /// Acknowledged batch ids and when.
     pub batch_ids: DashMap<String, Timestamp>,
     /// The same ids in acknowledgement order, for forgetting the old ones (writer only).
@@ -49,6 +52,14 @@ impl State {
         for edge in learned.edges {
             edges.insert(edge_key(&edge), edge);
         }
+        let warned = DashMap::new();
+        for (key, flow) in &learned.uncovered {
+            if let UncoveredFlow::Unresolved { warnings, .. } = flow {
+                if !warnings.is_empty() {
+                    warned.insert(destination_of(key), key.clone());
+                }
+            }
+        }
         let uncovered = learned.uncovered.into_iter().collect();
         let mut ids = learned.batch_ids;
         ids.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
@@ -61,6 +72,7 @@ impl State {
         State {
             edges,
             uncovered,
+            warned,
             batch_ids,
             id_order: Mutex::new(id_order),
             downtime,
@@ -91,6 +103,11 @@ impl State {
     }
 }
 
+/// The destination of a flow key.
+pub fn destination_of(key: &FlowKey) -> (IpAddr, u16, Protocol) {
+    (key.ip, key.port, key.protocol)
+}
+
 /// [`Uncovered`] from stored flows, in flow key order.
 pub fn uncovered_of(flows: impl IntoIterator<Item = (FlowKey, UncoveredFlow)>) -> Uncovered {
     let mut flows: Vec<_> = flows.into_iter().collect();
@@ -99,7 +116,10 @@ pub fn uncovered_of(flows: impl IntoIterator<Item = (FlowKey, UncoveredFlow)>) -
     for (_, flow) in flows {
         match flow {
             UncoveredFlow::HostProcess => out.host_records += 1,
-            UncoveredFlow::Unresolved { notes } => out.notes.extend(notes),
+            UncoveredFlow::Unresolved { notes, warnings } => {
+                out.notes.extend(notes);
+                out.warnings.extend(warnings);
+            }
         }
     }
     out

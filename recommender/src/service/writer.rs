@@ -7,7 +7,8 @@
 //! A batch whose id was acknowledged before (or appears twice in the group) is acknowledged
 //! again without being applied: counted once. Its id is recorded in the same commit as its edges.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,8 +20,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::ingest::Prepared;
 use super::metrics::Metrics;
 use super::monitor::Monitor;
-use super::state::{EdgeKey, FastHash, State};
+use super::state::{destination_of, EdgeKey, FastHash, State};
 use crate::store::{Commit, Edge, Store, StoreError, UncoveredFlow};
+
+/// Per destination, the flow key that now holds its warnings.
+type Holders = HashMap<(IpAddr, u16, flow_model::Protocol), FlowKey>;
 
 /// At most this many batches share one commit (bounds the latency of the first of them).
 pub const MAX_GROUP: usize = 512;
@@ -69,7 +73,7 @@ impl Writer {
         let mut ids: HashSet<&str> = HashSet::new();
         let mut fresh = vec![false; group.len()];
         let mut changed: HashMap<EdgeKey, Edge, FastHash> = HashMap::default();
-        let mut uncovered: HashMap<&FlowKey, &UncoveredFlow> = HashMap::new();
+        let mut uncovered: BTreeMap<FlowKey, UncoveredFlow> = BTreeMap::new();
         for (i, submission) in group.iter().enumerate() {
             let batch = &submission.batch;
             if let Some(id) = batch.id.as_deref() {
@@ -113,10 +117,24 @@ impl Writer {
                 }
             }
             for (key, flow) in &batch.uncovered {
-                uncovered.insert(key, flow);
+                let mut flow = flow.clone();
+                // Warnings come once per destination and batch: a later record without them
+                // does not take them away.
+                if let (
+                    UncoveredFlow::Unresolved { warnings, .. },
+                    Some(UncoveredFlow::Unresolved {
+                        warnings: before, ..
+                    }),
+                ) = (&mut flow, uncovered.get(key))
+                {
+                    if warnings.is_empty() {
+                        warnings.clone_from(before);
+                    }
+                }
+                uncovered.insert(key.clone(), flow);
             }
         }
-        let uncovered = self.uncovered_to_write(uncovered);
+        let (uncovered, holders) = self.uncovered_to_write(uncovered);
         let commit = Commit {
             edges: changed.into_values().collect(),
             uncovered,
@@ -145,7 +163,7 @@ impl Writer {
                 self.metrics
                     .commit_batches
                     .observe(fresh.iter().filter(|f| **f).count() as f64);
-                self.apply(&commit);
+                self.apply(&commit, holders);
                 let mut done = Vec::with_capacity(group.len());
                 for (submission, fresh) in group.into_iter().zip(fresh) {
                     done.push(self.acknowledge(submission, fresh));
@@ -168,30 +186,81 @@ impl Writer {
         }
     }
 
-    /// The unresolved flows worth writing: new or changed ones, within `max_uncovered`.
+    /// The uncovered flows worth writing: new or changed ones, within `max_uncovered`; a
+    /// destination's warnings stay with the smallest flow key that reached it, as in `recommend`.
+    /// Also the new holders of warnings.
     fn uncovered_to_write(
         &self,
-        flows: HashMap<&FlowKey, &UncoveredFlow>,
-    ) -> Vec<(FlowKey, UncoveredFlow)> {
+        flows: BTreeMap<FlowKey, UncoveredFlow>,
+    ) -> (Vec<(FlowKey, UncoveredFlow)>, Holders) {
         let known = &self.state.uncovered;
         let mut room = self.max_uncovered.saturating_sub(known.len());
-        let mut out = Vec::new();
-        for (key, flow) in flows {
-            match known.get(key) {
-                Some(old) if *old == *flow => {}
-                Some(_) => out.push((key.clone(), flow.clone())),
+        let mut holders: Holders = HashMap::new();
+        let mut out: BTreeMap<FlowKey, UncoveredFlow> = BTreeMap::new();
+        let current = |out: &BTreeMap<FlowKey, UncoveredFlow>, key: &FlowKey| {
+            out.get(key)
+                .cloned()
+                .or_else(|| known.get(key).map(|v| v.value().clone()))
+        };
+        for (key, mut flow) in flows {
+            if let UncoveredFlow::Unresolved { warnings, .. } = &mut flow {
+                let destination = destination_of(&key);
+                let holder = holders
+                    .get(&destination)
+                    .cloned()
+                    .or_else(|| self.state.warned.get(&destination).map(|h| h.clone()));
+                match holder {
+                    _ if warnings.is_empty() => {
+                        // Keep the destination's warnings where they are.
+                        if let Some(UncoveredFlow::Unresolved { warnings: kept, .. }) =
+                            current(&out, &key)
+                        {
+                            *warnings = kept;
+                        }
+                    }
+                    Some(h) if h <= key => {
+                        if h < key {
+                            warnings.clear();
+                        }
+                    }
+                    Some(h) => {
+                        // An earlier flow reached the destination: the warnings move to it.
+                        if let Some(UncoveredFlow::Unresolved { notes, warnings: _ }) =
+                            current(&out, &h)
+                        {
+                            out.insert(
+                                h,
+                                UncoveredFlow::Unresolved {
+                                    notes,
+                                    warnings: Vec::new(),
+                                },
+                            );
+                        }
+                        holders.insert(destination, key.clone());
+                    }
+                    None => {
+                        holders.insert(destination, key.clone());
+                    }
+                }
+            }
+            match known.get(&key) {
+                Some(old) if *old == flow => {}
+                Some(_) => {
+                    out.insert(key, flow);
+                }
+                None if flow.is_empty() => {}
                 None if room > 0 => {
                     room -= 1;
-                    out.push((key.clone(), flow.clone()));
+                    out.insert(key, flow);
                 }
                 None => self.metrics.uncovered_dropped.inc(),
             }
         }
-        out
+        (out.into_iter().collect(), holders)
     }
 
     /// Makes a durable commit visible in memory.
-    fn apply(&self, commit: &Commit) {
+    fn apply(&self, commit: &Commit, holders: Holders) {
         for edge in &commit.edges {
             let key = (
                 Arc::clone(&edge.source),
@@ -203,7 +272,14 @@ impl Writer {
         }
         self.metrics.edges.set(self.state.edges.len() as i64);
         for (key, flow) in &commit.uncovered {
-            self.state.uncovered.insert(key.clone(), flow.clone());
+            if flow.is_empty() {
+                self.state.uncovered.remove(key);
+            } else {
+                self.state.uncovered.insert(key.clone(), flow.clone());
+            }
+        }
+        for (destination, key) in holders {
+            self.state.warned.insert(destination, key);
         }
         let mut order = self.state.id_order.lock().expect("id order lock");
         for id in &commit.batch_ids {

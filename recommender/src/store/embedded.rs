@@ -459,9 +459,16 @@ impl Inner {
             journal_written = (entry.len(), written);
             let mut uncovered = txn.open_table(UNCOVERED).map_err(|e| err(e.into()))?;
             for (key, flow) in &commit.uncovered {
+                let key = encode_flow_key(key);
+                if flow.is_empty() {
+                    uncovered
+                        .remove(key.as_slice())
+                        .map_err(|e| err(e.into()))?;
+                    continue;
+                }
                 let json = serde_json::to_vec(flow).expect("serializes");
                 uncovered
-                    .insert(encode_flow_key(key).as_slice(), json.as_slice())
+                    .insert(key.as_slice(), json.as_slice())
                     .map_err(|e| err(e.into()))?;
             }
             let mut batch_ids = txn.open_table(BATCH_IDS).map_err(|e| err(e.into()))?;
@@ -625,7 +632,7 @@ mod tests {
                     kind: "Deployment".into(),
                     name: workload.into(),
                 },
-                selector: [("app".to_string(), workload.to_string())].into(),
+                selector: std::collections::BTreeMap::from([("app".to_string(), workload.to_string())]).into(),
             }),
             peer: Arc::new(Peer::External {
                 ip: ip.into(),

@@ -73,9 +73,22 @@ impl Edge {
 pub enum UncoveredFlow {
     /// A node process: NetworkPolicy does not apply to it.
     HostProcess,
-    /// A pod's flow that could not be resolved, or only in part: the notes of its latest such
-    /// resolution (the same lines `recommend` prints).
-    Unresolved { notes: Vec<String> },
+    /// A pod's flow that could not be resolved, or only in part (notes), or whose rule needs a
+    /// second look (warnings): the lines of its latest such resolution, as `recommend` prints
+    /// them. A destination's warnings are kept with the first flow (by key) that reached it.
+    /// Written with no notes and no warnings, it removes the entry.
+    Unresolved {
+        notes: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
+    },
+}
+
+impl UncoveredFlow {
+    /// An entry that says nothing: a commit carrying it removes the flow's entry.
+    pub fn is_empty(&self) -> bool {
+        matches!(self, UncoveredFlow::Unresolved { notes, warnings } if notes.is_empty() && warnings.is_empty())
+    }
 }
 
 /// Everything a store holds, as [`Store::load`] returns it.

@@ -11,17 +11,18 @@
 //! - pods: every Node's `spec.podCIDRs` (or `spec.podCIDR`); for a family no node declares (CNIs
 //!   with their own IPAM), the smallest prefix covering the IPs of the cluster's non-hostNetwork
 //!   pods;
-//! - Services: the smallest prefix covering every Service `clusterIP(s)` of that family. The real
-//!   Service CIDR is an API-server flag that no object exposes; the covering prefix is what the
-//!   objects prove. It matters little: NetworkPolicy is enforced after DNAT, so a ClusterIP never
-//!   meets an ipBlock; excluding it keeps the rule honest for CNIs that look before translation.
+//! - Services: [`Cluster::service_ranges`], the ranges given with `--service-cidr` or else the
+//!   smallest prefix covering every Service `clusterIP(s)` of that family (the real Service CIDR is
+//!   an API-server flag that no object exposes; the covering prefix is what the objects prove). It
+//!   matters little: NetworkPolicy is enforced after DNAT, so a ClusterIP never meets an ipBlock;
+//!   excluding it keeps the rule honest for CNIs that look before translation.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::cluster::Cluster;
+use crate::cluster::{is_host_network, Cluster};
 
 /// `/32` for IPv4, `/128` for IPv6.
 pub fn host_net(ip: IpAddr) -> IpNet {
@@ -49,57 +50,22 @@ pub fn widen(ip: IpAddr, prefix_v4: Option<u8>, prefix_v6: Option<u8>) -> IpNet 
     }
 }
 
-/// The smallest single prefix that holds every address in `ips` (all of one family), if any.
-pub fn covering_prefix(ips: &[IpAddr]) -> Option<IpNet> {
-    let first = *ips.first()?;
-    let mut net = host_net(first);
-    for ip in &ips[1..] {
-        while !net.contains(ip) {
-            net = net.supernet()?;
-        }
-    }
-    Some(net)
-}
-
-fn parse_ip(s: &str) -> Option<IpAddr> {
-    s.trim().parse().ok()
-}
+pub use crate::cluster::covering_prefix;
 
 /// The cluster's pod and Service ranges, aggregated and sorted (see the module doc).
 pub fn cluster_ranges(cluster: &Cluster, given: &[IpNet]) -> Vec<IpNet> {
     if !given.is_empty() {
         return exact_aggregate(&given.iter().map(IpNet::trunc).collect::<Vec<_>>());
     }
-    let mut nets: Vec<IpNet> = Vec::new();
-    let mut pod_families: BTreeSet<bool> = BTreeSet::new();
-    for node in &cluster.nodes {
-        let Some(spec) = &node.spec else { continue };
-        let cidrs = spec.pod_cidrs.iter().flatten().chain(spec.pod_cidr.iter());
-        for cidr in cidrs {
-            if let Ok(net) = cidr.trim().parse::<IpNet>() {
-                pod_families.insert(net.addr().is_ipv6());
-                nets.push(net.trunc());
-            }
-        }
-    }
+    let mut nets: Vec<IpNet> = cluster
+        .node_pod_cidrs()
+        .into_iter()
+        .map(|(_, net)| net)
+        .collect();
+    let pod_families: BTreeSet<bool> = nets.iter().map(|n| n.addr().is_ipv6()).collect();
     let mut pod_ips: [Vec<IpAddr>; 2] = [Vec::new(), Vec::new()];
-    for pod in &cluster.pods {
-        let host = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.host_network)
-            .unwrap_or(false);
-        if host {
-            continue;
-        }
-        let Some(status) = &pod.status else { continue };
-        let ips = status
-            .pod_ips
-            .iter()
-            .flatten()
-            .map(|p| p.ip.as_str())
-            .chain(status.pod_ip.as_deref());
-        for ip in ips.filter_map(parse_ip) {
+    for pod in cluster.pods.iter().filter(|p| !is_host_network(p)) {
+        for ip in crate::cluster::pod_ips(pod) {
             pod_ips[usize::from(ip.is_ipv6())].push(ip);
         }
     }
@@ -110,24 +76,7 @@ pub fn cluster_ranges(cluster: &Cluster, given: &[IpNet]) -> Vec<IpNet> {
             nets.extend(covering_prefix(ips));
         }
     }
-    let mut service_ips: [Vec<IpAddr>; 2] = [Vec::new(), Vec::new()];
-    for svc in &cluster.services {
-        let Some(spec) = &svc.spec else { continue };
-        let ips = spec
-            .cluster_ips
-            .iter()
-            .flatten()
-            .map(String::as_str)
-            .chain(spec.cluster_ip.as_deref());
-        for ip in ips.filter_map(parse_ip) {
-            service_ips[usize::from(ip.is_ipv6())].push(ip);
-        }
-    }
-    for ips in service_ips.iter_mut() {
-        ips.sort();
-        ips.dedup();
-        nets.extend(covering_prefix(ips));
-    }
+    nets.extend(cluster.service_ranges());
     exact_aggregate(&nets)
 }
 
@@ -233,19 +182,6 @@ mod tests {
             widen(ip("198.18.3.77"), Some(40), None),
             nets(&["198.18.3.77/32"])[0]
         );
-    }
-
-    #[test]
-    fn covering_prefix_is_the_smallest() {
-        assert_eq!(
-            covering_prefix(&[ip("10.96.0.1"), ip("10.96.0.10")]),
-            Some(nets(&["10.96.0.0/28"])[0])
-        );
-        assert_eq!(
-            covering_prefix(&[ip("10.96.0.1")]),
-            Some(nets(&["10.96.0.1/32"])[0])
-        );
-        assert_eq!(covering_prefix(&[]), None);
     }
 
     fn cluster() -> Cluster {

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
+pub use crate::policy::selectors::Requirement;
+
 /// The label Cilium gives every endpoint for its namespace.
 pub const NAMESPACE_LABEL: &str = "k8s:io.kubernetes.pod.namespace";
 
@@ -28,14 +30,17 @@ pub struct Spec {
     pub ingress: Vec<Rule>,
 }
 
+/// A label selector (Cilium's are Kubernetes `LabelSelector`s).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EndpointSelector {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<Requirement>,
 }
 
-/// An egress or ingress rule: exactly one L3 field set, plus ports.
+/// An egress or ingress rule: at most one L3 field set (none: any peer), plus ports.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rule {

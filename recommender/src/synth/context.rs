@@ -1,71 +1,159 @@
-//! [`Context`]: what every plan builder needs beyond the flows of one workload.
+//! [`Context`]: what every plan builder needs beyond the flows of one workload, and the DNS plan
+//! (how every policy allows DNS) built from the one definition in `cluster::dns`.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 
-use flow_model::Protocol;
+use flow_model::{Protocol, WorkloadRef};
 use ipnet::IpNet;
 
 use super::cidr;
 use super::options::Options;
-use super::ports::{self, PortSet};
-use crate::cluster::Cluster;
+use super::ports::PortSet;
+use crate::cluster::dns::{DNS_PORT, DNS_SERVICE, DNS_SERVICE_LABEL};
+use crate::cluster::{is_terminated, Cluster};
+use crate::policy::PodSelector;
 use crate::resolve::{Peer, ResolvedFlow};
 
 /// What every plan builder needs to know beyond the flows of one workload.
 pub struct Context<'a> {
     pub options: &'a Options,
-    /// Where the cluster DNS pods live and how to select them (the DNS Service's own selector).
-    pub dns_namespace: String,
-    pub dns_selector: BTreeMap<String, String>,
-    /// The ports the cluster DNS was reached on, UDP and TCP (53 when none was seen).
-    pub dns_ports: PortSet,
+    pub cluster: &'a Cluster,
+    /// How policies allow DNS.
+    pub dns: DnsPlan,
     /// The cluster's pod and Service ranges ([`cidr::cluster_ranges`]).
     pub cluster_ranges: Vec<IpNet>,
 }
 
-/// The cluster DNS Service: `kube-dns` in `kube-system`, the name CoreDNS keeps for compatibility.
-pub const DNS_NAMESPACE: &str = "kube-system";
-pub const DNS_SERVICE: &str = "kube-dns";
+/// The namespace of the cluster's system pods, which gets no `default-deny-all-egress`.
+pub const SYSTEM_NAMESPACE: &str = "kube-system";
+/// Kept for callers of the earlier name; the DNS Service's namespace is whatever `cluster::dns`
+/// finds.
+pub const DNS_NAMESPACE: &str = SYSTEM_NAMESPACE;
 
-impl<'a> Context<'a> {
-    pub fn new(cluster: &Cluster, flows: &[ResolvedFlow], options: &'a Options) -> Self {
-        let service_selector = cluster
-            .services
-            .iter()
-            .find(|s| {
-                s.metadata.namespace.as_deref() == Some(DNS_NAMESPACE)
-                    && s.metadata.name.as_deref() == Some(DNS_SERVICE)
-            })
-            .and_then(|s| s.spec.as_ref()?.selector.clone())
-            .filter(|s| !s.is_empty());
-        let mut observed_selector: Option<&BTreeMap<String, String>> = None;
-        let mut dns_ports = PortSet::new();
+/// The cluster DNS pods as policies select them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsPods {
+    pub namespace: String,
+    pub selector: PodSelector,
+    /// The ports they receive DNS on, over UDP and TCP.
+    pub ports: PortSet,
+}
+
+/// How the policies allow DNS: the DNS pods by selector, NodeLocal DNSCache by address, or, with
+/// neither known, port 53 to any address (the guide's unscoped default-deny).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsPlan {
+    pub pods: Option<DnsPods>,
+    /// NodeLocal DNSCache addresses: found in the cluster, or observed.
+    pub node_local: BTreeSet<IpAddr>,
+    /// The workloads serving DNS, which get no ingress policy unless asked for.
+    pub servers: BTreeSet<(String, WorkloadRef)>,
+    /// Set when no DNS Service was found: what the output does instead.
+    pub unscoped: Option<String>,
+}
+
+impl DnsPlan {
+    /// DNS over both protocols on `port`.
+    pub fn dns_ports(port: u16) -> PortSet {
+        [(Protocol::Udp, port), (Protocol::Tcp, port)].into()
+    }
+
+    fn new(cluster: &Cluster, flows: &[ResolvedFlow]) -> DnsPlan {
+        let found = cluster.cluster_dns();
+        let mut plan = DnsPlan {
+            node_local: found.node_local.clone(),
+            ..DnsPlan::default()
+        };
+        // Observed DNS peers: the selector when the Service has none, the NodeLocal addresses
+        // the pods really sent to, the serving workloads.
+        let mut observed_selector: Option<(&str, &PodSelector)> = None;
         for f in flows {
-            if let Peer::Pods {
-                namespace,
-                selector,
-                cluster_dns: true,
-                ..
-            } = &*f.peer
-            {
-                if namespace == DNS_NAMESPACE && !selector.is_empty() {
-                    observed_selector =
-                        Some(observed_selector.map_or(selector, |s| s.min(selector)));
+            match &*f.peer {
+                Peer::Pods {
+                    namespace,
+                    selector,
+                    workload,
+                    cluster_dns: true,
+                    ..
+                } => {
+                    plan.servers.insert((namespace.clone(), workload.clone()));
+                    if !selector.is_empty() {
+                        let candidate = (namespace.as_str(), selector);
+                        observed_selector =
+                            Some(observed_selector.map_or(candidate, |s| s.min(candidate)));
+                    }
                 }
-                dns_ports.insert((f.protocol, f.port));
+                Peer::NodeLocalDns { ip } => {
+                    plan.node_local.insert(*ip);
+                }
+                _ => {}
             }
         }
-        if dns_ports.is_empty() {
-            dns_ports.insert((Protocol::Udp, 53));
+        match found.service {
+            Some(service) => {
+                let selector = service.selector.clone().or_else(|| {
+                    observed_selector
+                        .filter(|(ns, _)| *ns == service.namespace)
+                        .map(|(_, s)| s.clone())
+                });
+                if let Some(selector) = &selector {
+                    for pod in cluster.pods.iter().filter(|p| {
+                        p.metadata.namespace.as_deref() == Some(service.namespace.as_str())
+                            && !is_terminated(p)
+                            && selector.matches(&p.metadata.labels.clone().unwrap_or_default())
+                    }) {
+                        plan.servers
+                            .insert((service.namespace.clone(), cluster.workload_of(pod)));
+                    }
+                }
+                // A DNS Service without DNS ports still serves DNS on 53 as far as clients know.
+                let ports = match service.ports.is_empty() {
+                    true => DnsPlan::dns_ports(DNS_PORT),
+                    false => service.ports.clone(),
+                };
+                plan.pods = selector.map(|selector| DnsPods {
+                    namespace: service.namespace.clone(),
+                    selector,
+                    ports,
+                });
+                if plan.pods.is_none() {
+                    plan.unscoped = Some(format!(
+                        "the cluster DNS Service {}/{} has no selector, so its pods are unknown: DNS is allowed on port {DNS_PORT} (UDP, TCP) to any address",
+                        service.namespace, service.name
+                    ));
+                }
+            }
+            None => {
+                plan.unscoped = Some(format!(
+                    "no cluster DNS Service ({}/{}, or a Service labelled {}={}) in the cluster files: {}",
+                    DNS_SERVICE.0,
+                    DNS_SERVICE.1,
+                    DNS_SERVICE_LABEL.0,
+                    DNS_SERVICE_LABEL.1,
+                    if plan.node_local.is_empty() {
+                        format!("DNS is allowed on port {DNS_PORT} (UDP, TCP) to any address, as an unscoped default-deny does; add the DNS Service to the cluster files to scope it to the DNS pods")
+                    } else {
+                        "DNS is allowed to NodeLocal DNSCache only; add the DNS Service to the cluster files to allow the DNS pods too".to_owned()
+                    }
+                ));
+            }
         }
-        let dns_selector = service_selector
-            .or_else(|| observed_selector.cloned())
-            .unwrap_or_else(|| BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]));
+        plan
+    }
+
+    /// Whether DNS goes to any address (neither DNS pods nor NodeLocal DNSCache known).
+    pub fn anywhere(&self) -> bool {
+        self.pods.is_none() && self.node_local.is_empty()
+    }
+}
+
+impl<'a> Context<'a> {
+    pub fn new(cluster: &'a Cluster, flows: &[ResolvedFlow], options: &'a Options) -> Self {
         Context {
             options,
-            dns_namespace: DNS_NAMESPACE.to_owned(),
-            dns_selector,
-            dns_ports: ports::with_dns_fallback(&dns_ports),
+            cluster,
+            dns: DnsPlan::new(cluster, flows),
             cluster_ranges: cidr::cluster_ranges(cluster, &options.cluster_cidrs),
         }
     }

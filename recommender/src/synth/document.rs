@@ -58,6 +58,10 @@ pub struct Recommendation {
     pub documents: Vec<Document>,
     /// Comment lines at the top of the output: skipped workloads, notes for the reader.
     pub notes: Vec<String>,
+    /// What the user must act on before applying the policies (DNS not scoped, internet egress
+    /// past a cap, ingress that would cut off outside callers): printed by front ends (the CLI on
+    /// stderr) and repeated at the top of the YAML.
+    pub warnings: Vec<String>,
 }
 
 impl Recommendation {

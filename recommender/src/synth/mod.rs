@@ -20,6 +20,17 @@
 //! `egress-recommender.io/never-succeeded`, so a reviewer can delete them deliberately.
 //! UDP (`sent`) and unknown outcomes count as not failed.
 //!
+//! DNS (one definition, `cluster::dns`): only the DNS Service's DNS ports are DNS; a policy that
+//! allows DNS allows every way the cluster answers it (the DNS pods by selector on their DNS
+//! targetPorts, NodeLocal DNSCache's addresses as ipBlocks on 53), over UDP and TCP; with no DNS
+//! Service known, port 53 to any address, and a warning says so.
+//!
+//! Internet egress happens only when asked for (`Options::max_external_peers`), in the address
+//! families that were seen, with a warning.
+//!
+//! Warnings ([`Recommendation::warnings`]) are what the user must act on: front ends print them
+//! (the CLI on stderr), and `render` repeats them at the top of the YAML.
+//!
 //! Scope and skips: `Options::namespaces` selects the namespaces whose policies are produced:
 //! egress policies of sources there, and (with `with_ingress`) ingress policies of destinations
 //! there, which list every observed caller from any namespace. Workloads without a selector are
@@ -53,7 +64,7 @@ use crate::cluster::Cluster;
 use crate::resolve::ResolvedFlow;
 use model::{Direction, PolicyPlan};
 
-pub use context::{Context, DNS_NAMESPACE};
+pub use context::{Context, DnsPlan, DnsPods, DNS_NAMESPACE, SYSTEM_NAMESPACE};
 pub use document::{path, Document, NodeComments, Object, PathPart, PathSeg, Recommendation};
 pub use options::{Format, InternetEgress, Options};
 pub use render::render;
@@ -62,7 +73,14 @@ pub use render::render;
 fn rank(plan: &PolicyPlan) -> u8 {
     match (plan.name.as_str(), plan.direction) {
         (naming::DEFAULT_DENY, _) if plan.selector.is_empty() => 0,
-        (naming::INTERNET_EGRESS, _) if plan.selector.contains_key(model::INTERNET_LABEL.0) => 1,
+        (naming::INTERNET_EGRESS, _)
+            if plan
+                .selector
+                .match_labels
+                .contains_key(model::INTERNET_LABEL.0) =>
+        {
+            1
+        }
         (_, Direction::Egress) => 2,
         (_, Direction::Ingress) => 3,
     }
@@ -102,6 +120,7 @@ pub fn recommend(cluster: &Cluster, flows: &[ResolvedFlow], options: &Options) -
         .collect();
 
     let mut notes = Vec::new();
+    let mut warnings = Vec::new();
     let mut plans: Vec<PolicyPlan> = Vec::new();
     let mut internet_needs: BTreeMap<&str, Vec<model::InternetNeed>> = BTreeMap::new();
     let mut egress_namespaces: BTreeSet<&str> = BTreeSet::new();
@@ -122,6 +141,7 @@ pub fn recommend(cluster: &Cluster, flows: &[ResolvedFlow], options: &Options) -
         }
         let name = names[source.namespace.as_str()][&source.workload].clone();
         let egress = egress::egress_plan(&ctx, source, flows, name);
+        warnings.extend(egress.warnings);
         if let Some(need) = egress.internet_need {
             internet_needs
                 .entry(&source.namespace)
@@ -136,7 +156,7 @@ pub fn recommend(cluster: &Cluster, flows: &[ResolvedFlow], options: &Options) -
     }
     if options.default_deny {
         for ns in &egress_namespaces {
-            if *ns == DNS_NAMESPACE {
+            if *ns == SYSTEM_NAMESPACE {
                 notes.push(format!(
                     "no {} in {ns}: isolating the cluster's system pods can break the cluster; add it by hand if you mean it",
                     naming::DEFAULT_DENY
@@ -147,10 +167,17 @@ pub fn recommend(cluster: &Cluster, flows: &[ResolvedFlow], options: &Options) -
         }
     }
     if options.with_ingress {
-        plans.extend(ingress::ingress_plans(&ctx, flows, wanted));
+        plans.extend(ingress::ingress_plans(&ctx, flows, wanted, &mut warnings));
+    }
+    // Said whenever there is a recommendation at all: even one that allows no DNS yet depends on
+    // knowing which flows are DNS.
+    if let Some(why) = ctx.dns.unscoped.as_ref().filter(|_| !plans.is_empty()) {
+        warnings.push(why.clone());
     }
     plans.sort_by(|a, b| (&a.namespace, rank(a), &a.name).cmp(&(&b.namespace, rank(b), &b.name)));
     notes.sort();
+    warnings.sort();
+    warnings.dedup();
 
     // Plans are consumed one by one so that plans and objects never all live at once.
     let documents = plans
@@ -160,5 +187,9 @@ pub fn recommend(cluster: &Cluster, flows: &[ResolvedFlow], options: &Options) -
             Format::Cilium => cilium::document(&ctx, &plan),
         })
         .collect();
-    Recommendation { documents, notes }
+    Recommendation {
+        documents,
+        notes,
+        warnings,
+    }
 }

@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use flow_model::WorkloadRef;
 
 use super::ports::{PortSet, PortSpec};
+use crate::policy::PodSelector;
 
 /// Annotation and label keys.
 pub const ANNOTATION_PREFIX: &str = "egress-recommender.io/";
@@ -28,6 +29,8 @@ pub enum Direction {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum IpOrigin {
     ApiServer,
+    /// NodeLocal DNSCache (an address bound on every node).
+    NodeLocalDns,
     Node,
     External,
     /// The internet-egress pattern (`0.0.0.0/0`, `::/0` less the cluster).
@@ -39,17 +42,19 @@ pub enum IpOrigin {
 pub enum Target {
     /// Pods by label. `namespace` is `None` when the pods live in the policy's own namespace
     /// (a podSelector alone), `Some` when a namespaceSelector must be ANDed in the same peer.
-    /// `selector` empty means every pod of that namespace (only the default-deny DNS uses it never;
-    /// kept for completeness).
+    /// `selector` empty means every pod of that namespace (no plan uses it; kept for
+    /// completeness).
     Pods {
         namespace: Option<String>,
-        selector: BTreeMap<String, String>,
+        selector: PodSelector,
     },
     IpBlock {
         cidr: IpNet,
         except: Vec<IpNet>,
         origin: IpOrigin,
     },
+    /// Any destination (a rule without `to`): only DNS uses it, when no cluster DNS is known.
+    Anywhere,
 }
 
 /// A peer with what the reader should know about it.
@@ -76,8 +81,8 @@ pub struct RulePlan {
 pub struct PolicyPlan {
     pub name: String,
     pub namespace: String,
-    /// `matchLabels` of the selected pods; empty selects every pod of the namespace.
-    pub selector: BTreeMap<String, String>,
+    /// The selected pods; empty selects every pod of the namespace.
+    pub selector: PodSelector,
     pub direction: Direction,
     pub rules: Vec<RulePlan>,
     pub annotations: BTreeMap<String, String>,
@@ -90,7 +95,7 @@ impl PolicyPlan {
         PolicyPlan {
             name,
             namespace,
-            selector: BTreeMap::new(),
+            selector: PodSelector::default(),
             direction,
             rules: Vec::new(),
             annotations: BTreeMap::new(),
@@ -105,8 +110,9 @@ impl PolicyPlan {
 }
 
 /// A workload that needs the `InternetEgress::Label` pattern: its namespace policy must allow
-/// these ports.
+/// these ports, in these address families (`true` for IPv6).
 pub struct InternetNeed {
     pub workload: WorkloadRef,
     pub ports: PortSet,
+    pub families: BTreeSet<bool>,
 }

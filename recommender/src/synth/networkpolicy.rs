@@ -13,30 +13,26 @@ use super::document::{path, Document, NodeComments, Object, PathPart};
 use super::model::{Direction, PolicyPlan, RulePlan, Target, MANAGED_BY, NAMESPACE_NAME_LABEL};
 use super::ports::PortSpec;
 
-fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
-    LabelSelector {
-        match_labels: (!labels.is_empty()).then(|| labels.clone()),
-        match_expressions: None,
-    }
-}
-
-/// The peer for `target`. Across namespaces, podSelector and namespaceSelector sit in the SAME
-/// peer (AND): two peers would mean "these pods in our namespace OR any pod over there".
-pub fn peer(target: &Target) -> NetworkPolicyPeer {
-    match target {
+/// The peer for `target` (`None` for [`Target::Anywhere`], which a rule says by having no `to`).
+/// Across namespaces, podSelector and namespaceSelector sit in the SAME peer (AND): two peers
+/// would mean "these pods in our namespace OR any pod over there".
+pub fn peer(target: &Target) -> Option<NetworkPolicyPeer> {
+    Some(match target {
         Target::Pods {
             namespace,
-            selector: labels,
+            selector,
         } => NetworkPolicyPeer {
-            pod_selector: Some(selector(labels)),
-            namespace_selector: namespace.as_ref().map(|ns| {
-                selector(&BTreeMap::from([(
+            pod_selector: Some(selector.to_label_selector()),
+            namespace_selector: namespace.as_ref().map(|ns| LabelSelector {
+                match_labels: Some(BTreeMap::from([(
                     NAMESPACE_NAME_LABEL.to_owned(),
                     ns.clone(),
-                )]))
+                )])),
+                match_expressions: None,
             }),
             ip_block: None,
         },
+        Target::Anywhere => return None,
         Target::IpBlock { cidr, except, .. } => NetworkPolicyPeer {
             ip_block: Some(IPBlock {
                 cidr: cidr.to_string(),
@@ -46,7 +42,7 @@ pub fn peer(target: &Target) -> NetworkPolicyPeer {
             pod_selector: None,
             namespace_selector: None,
         },
-    }
+    })
 }
 
 pub fn port(spec: &PortSpec) -> NetworkPolicyPort {
@@ -57,11 +53,17 @@ pub fn port(spec: &PortSpec) -> NetworkPolicyPort {
     }
 }
 
-fn peers_and_ports(rule: &RulePlan) -> (Vec<NetworkPolicyPeer>, Vec<NetworkPolicyPort>) {
+/// The rule's peers (`None`: any, when one of them is [`Target::Anywhere`]) and ports.
+fn peers_and_ports(rule: &RulePlan) -> (Option<Vec<NetworkPolicyPeer>>, Vec<NetworkPolicyPort>) {
     (
         rule.peers.iter().map(|p| peer(&p.target)).collect(),
         rule.ports.iter().map(port).collect(),
     )
+}
+
+/// Whether the rule allows any destination.
+fn anywhere(rule: &RulePlan) -> bool {
+    rule.peers.iter().any(|p| p.target == Target::Anywhere)
 }
 
 /// Metadata shared by both formats.
@@ -81,7 +83,7 @@ pub fn metadata(plan: &PolicyPlan) -> ObjectMeta {
 /// The NetworkPolicy of `plan`, with comments above its peers.
 pub fn document(plan: &PolicyPlan) -> Document {
     let mut spec = NetworkPolicySpec {
-        pod_selector: Some(selector(&plan.selector)),
+        pod_selector: Some(plan.selector.to_label_selector()),
         ..NetworkPolicySpec::default()
     };
     let mut node_comments = NodeComments::new();
@@ -90,6 +92,15 @@ pub fn document(plan: &PolicyPlan) -> Document {
         Direction::Ingress => ("ingress", "from"),
     };
     for (i, rule) in plan.rules.iter().enumerate() {
+        if anywhere(rule) {
+            // No `to` list to hang comments on: they go above the rule.
+            let lines: Vec<String> = rule.peers.iter().flat_map(|p| p.comments.clone()).collect();
+            node_comments.insert(
+                path(&[PathPart::K("spec"), PathPart::K(list), PathPart::I(i)]),
+                lines,
+            );
+            continue;
+        }
         for (j, p) in rule.peers.iter().enumerate() {
             if !p.comments.is_empty() {
                 let at = path(&[
@@ -112,7 +123,7 @@ pub fn document(plan: &PolicyPlan) -> Document {
                     .map(|r| {
                         let (to, ports) = peers_and_ports(r);
                         NetworkPolicyEgressRule {
-                            to: Some(to),
+                            to,
                             ports: Some(ports),
                         }
                     })
@@ -127,7 +138,7 @@ pub fn document(plan: &PolicyPlan) -> Document {
                     .map(|r| {
                         let (from, ports) = peers_and_ports(r);
                         NetworkPolicyIngressRule {
-                            from: Some(from),
+                            from,
                             ports: Some(ports),
                         }
                     })

@@ -10,7 +10,8 @@ pub enum Format {
     Cilium,
 }
 
-/// How a workload that reached more than `max_external_peers` external addresses gets internet egress.
+/// How a workload that reached more than `max_external_peers` external addresses gets internet
+/// egress (only when a cap is set).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum InternetEgress {
     /// ipBlock 0.0.0.0/0 and ::/0 except the cluster's pod and Service ranges, on the observed ports.
@@ -73,8 +74,10 @@ pub struct Options {
     /// Widen external IPv4 / IPv6 addresses to these prefix lengths (deliberate, user-asked widening).
     pub cidr_prefix_v4: Option<u8>,
     pub cidr_prefix_v6: Option<u8>,
-    /// Above this many distinct external addresses, a workload gets the internet-egress pattern.
-    pub max_external_peers: usize,
+    /// Above this many distinct external addresses, a workload gets the internet-egress pattern
+    /// (in the address families it was seen using), with a warning. `None` (the default): never;
+    /// every observed address is its own ipBlock.
+    pub max_external_peers: Option<usize>,
     pub internet_egress: InternetEgress,
     /// Pod and Service ranges excluded from internet egress; derived from the cluster when empty.
     pub cluster_cidrs: Vec<ipnet::IpNet>,
@@ -90,7 +93,7 @@ impl Default for Options {
             format: Format::Networkpolicy,
             cidr_prefix_v4: None,
             cidr_prefix_v6: None,
-            max_external_peers: 32,
+            max_external_peers: None,
             internet_egress: InternetEgress::Cidr,
             cluster_cidrs: Vec::new(),
         }

@@ -29,7 +29,7 @@ pub fn source(ns: &str, kind: &str, name: &str) -> Arc<SourceWorkload> {
     Arc::new(SourceWorkload {
         namespace: ns.into(),
         workload: workload(kind, name),
-        selector: labels(&[("app", name)]),
+        selector: labels(&[("app", name)]).into(),
     })
 }
 
@@ -37,7 +37,7 @@ pub fn pods(ns: &str, kind: &str, name: &str, service: Option<&str>) -> Peer {
     Peer::Pods {
         namespace: ns.into(),
         workload: workload(kind, name),
-        selector: labels(&[("app", name)]),
+        selector: labels(&[("app", name)]).into(),
         service: service.map(Into::into),
         cluster_dns: false,
     }
@@ -47,9 +47,24 @@ pub fn dns() -> Peer {
     Peer::Pods {
         namespace: "kube-system".into(),
         workload: workload("Deployment", "coredns"),
-        selector: labels(&[("k8s-app", "kube-dns")]),
+        selector: labels(&[("k8s-app", "kube-dns")]).into(),
         service: Some("kube-dns".into()),
         cluster_dns: true,
+    }
+}
+
+/// A cluster with only what synthesis reads of it: the cluster DNS Service `kube-system/kube-dns`
+/// (pods labelled `k8s-app: kube-dns`, DNS on 53).
+pub fn dns_cluster() -> recommender::cluster::Cluster {
+    recommender::cluster::Cluster {
+        services: vec![serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "kube-dns", "namespace": "kube-system", "labels": {"k8s-app": "kube-dns"}},
+            "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"], "selector": {"k8s-app": "kube-dns"},
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                               {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]}}))
+        .unwrap()],
+        ..Default::default()
     }
 }
 
@@ -91,7 +106,7 @@ pub fn record(
     serde_json::from_value(serde_json::json!({
         "node": "node-a",
         "source": {"kind": "pod", "namespace": src.namespace, "pod": format!("{}-0", src.workload.name),
-                   "workload": src.workload, "labels": src.selector},
+                   "workload": src.workload, "labels": src.selector.match_labels},
         "destination": {"ip": ip, "port": port, "protocol": protocol, "dns_names": names},
         "first_seen": format!("2026-11-26T16:{minute:02}:00Z"),
         "last_seen": format!("2026-11-26T16:{:02}:00Z", minute + 5),
@@ -125,7 +140,10 @@ pub fn flow_with(
 ) -> ResolvedFlow {
     let Dest { peer, names } = peer.into();
     let ip: IpAddr = match &peer {
-        Peer::ApiServer { ip } | Peer::Node { ip, .. } | Peer::External { ip, .. } => *ip,
+        Peer::ApiServer { ip }
+        | Peer::Node { ip, .. }
+        | Peer::External { ip, .. }
+        | Peer::NodeLocalDns { ip } => *ip,
         Peer::Pods { .. } => "10.244.1.10".parse().unwrap(),
     };
     ResolvedFlow {

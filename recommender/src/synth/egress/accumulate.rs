@@ -8,6 +8,7 @@ use flow_model::{Outcome, Protocol, WorkloadRef};
 
 use super::super::context::Context;
 use super::super::model::IpOrigin;
+use crate::policy::PodSelector;
 use crate::resolve::{Peer, ResolvedFlow};
 
 /// What we know of one (peer, protocol, port).
@@ -31,12 +32,15 @@ pub struct PeerAcc<'a> {
     pub node: Option<&'a str>,
 }
 
-/// How a peer will be selected: pods by (namespace, selector), anything else by address.
+/// How a peer will be selected: pods by (namespace, selector), anything else by address. DNS to
+/// the cluster DNS pods is a peer of its own, apart from other ports of the same pods (CoreDNS
+/// metrics), so that only DNS gets the DNS treatment (both protocols, Cilium's DNS rule).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum PeerKey<'a> {
     Pods {
         namespace: &'a str,
-        selector: &'a BTreeMap<String, String>,
+        selector: &'a PodSelector,
+        dns: bool,
     },
     Ip {
         origin: IpOrigin,
@@ -71,6 +75,7 @@ pub fn accumulate<'a>(
                 acc.cluster_dns |= *cluster_dns;
             }
             Peer::Node { node, .. } => acc.node = Some(node),
+            Peer::NodeLocalDns { .. } => acc.cluster_dns = true,
             // The names the source resolved describe this address only when it connected to it,
             // not when a selector-less Service led here.
             Peer::External { service: None, .. } => {
@@ -90,13 +95,22 @@ fn key<'a>(ctx: &'a Context, peer: &'a Peer) -> PeerKey<'a> {
             selector,
             cluster_dns,
             ..
-        } => PeerKey::Pods {
-            namespace,
-            selector: if *cluster_dns && *namespace == ctx.dns_namespace {
-                &ctx.dns_selector
-            } else {
-                selector
-            },
+        } => {
+            // DNS to the DNS pods is selected the way every policy allows DNS.
+            let dns_pods = ctx
+                .dns
+                .pods
+                .as_ref()
+                .filter(|p| *cluster_dns && *namespace == p.namespace);
+            PeerKey::Pods {
+                namespace,
+                selector: dns_pods.map_or(selector, |p| &p.selector),
+                dns: *cluster_dns,
+            }
+        }
+        Peer::NodeLocalDns { ip } => PeerKey::Ip {
+            origin: IpOrigin::NodeLocalDns,
+            ip: ip.to_canonical(),
         },
         // A dual-stack socket reports an IPv4 peer as `::ffff:a.b.c.d`; on the wire (and to
         // the CNI) it is IPv4, so an ipBlock must name the IPv4 address.

@@ -1,6 +1,8 @@
-//! Phase 4 of an egress plan: addresses outside the cluster. Up to the cap, each address is an
-//! ipBlock /32 (/128), merged only where the merge covers nothing unobserved (or widened as the
-//! user asked); past it, the workload gets internet egress in the form the options ask for.
+//! Phase 4 of an egress plan: addresses outside the cluster. Each address is an ipBlock /32
+//! (/128), merged only where the merge covers nothing unobserved (or widened as the user asked).
+//! Only when the user sets a cap (`Options::max_external_peers`, off by default) does a workload
+//! past it get internet egress instead, in the form the options ask for, for the address families
+//! it was seen using and no other, with a warning.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -38,41 +40,69 @@ pub(super) fn add(
             _ => None,
         })
         .collect();
-    if externals.len() > ctx.options.max_external_peers {
-        internet(ctx, source, &externals, plan, rules)
-    } else {
-        exact(ctx, &externals, rules);
-        None
+    match ctx.options.max_external_peers {
+        Some(cap) if externals.len() > cap => internet(ctx, source, cap, &externals, plan, rules),
+        _ => {
+            exact(ctx, &externals, rules);
+            None
+        }
     }
 }
 
-/// Past the cap: internet egress on every port the external addresses were reached on.
+/// Past the cap: internet egress on every port the external addresses were reached on, in their
+/// address families only.
 fn internet(
     ctx: &Context,
     source: &SourceWorkload,
+    cap: usize,
     externals: &[(IpAddr, &PeerAcc)],
     plan: &mut PolicyPlan,
     rules: &mut Rules,
 ) -> Option<InternetNeed> {
+    let families: BTreeSet<bool> = externals.iter().map(|(ip, _)| ip.is_ipv6()).collect();
     let ports: PortSet = externals
         .iter()
         .flat_map(|(_, acc)| acc.ports.keys().copied())
         .collect();
     let ports = with_fallback(&ports, false);
     let note = format!(
-        "{} external addresses (more than {}): internet egress on {}",
+        "{} external addresses (more than {cap}): internet egress on {}",
         externals.len(),
-        ctx.options.max_external_peers,
         ports::compress(&ports)
             .iter()
             .map(|p| p.label())
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let blocks: Vec<&str> = [(false, "0.0.0.0/0"), (true, "::/0")]
+        .into_iter()
+        .filter(|(v6, _)| families.contains(v6))
+        .map(|(_, block)| block)
+        .collect();
+    let how = match ctx.options.internet_egress {
+        InternetEgress::Cidr => String::new(),
+        InternetEgress::Label => format!(
+            " (policy {}, once its pods carry {}={})",
+            naming::INTERNET_EGRESS,
+            INTERNET_LABEL.0,
+            INTERNET_LABEL.1
+        ),
+    };
+    rules.warnings.push(format!(
+        "{} reached {} external addresses, more than --max-external-peers {cap}: it gets internet egress ({} less the cluster's ranges) on {} instead of one ipBlock per address{how}",
+        super::super::rules::workload_label(&source.namespace, &source.workload),
+        externals.len(),
+        blocks.join(" and "),
+        ports::compress(&ports)
+            .iter()
+            .map(|p| p.label())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
     match ctx.options.internet_egress {
         InternetEgress::Cidr => {
             plan.annotate("internet-egress", format!("cidr; {note}"));
-            for block in internet_peers(ctx, &note) {
+            for block in internet_peers(ctx, &families, &note) {
                 // An observed external address inside an excepted range must stay allowed.
                 if let Target::IpBlock { except, .. } = &block.target {
                     for (ip, acc) in externals {
@@ -99,6 +129,7 @@ fn internet(
             Some(InternetNeed {
                 workload: source.workload.clone(),
                 ports,
+                families,
             })
         }
     }

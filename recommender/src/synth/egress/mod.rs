@@ -1,8 +1,11 @@
 //! The egress policy of one source workload, built in phases:
 //!
 //! 1. [`accumulate`]: the flows folded per peer (keyed by what will select it);
-//! 2. [`Rules::in_cluster`]: pods by selector, the API server and nodes by address;
-//! 3. [`Rules::ensure_dns`]: DNS for a workload that resolved names but was not seen asking;
+//! 2. [`Rules::in_cluster`]: pods by selector, the API server, nodes and NodeLocal DNSCache by
+//!    address;
+//! 3. [`Rules::complete_dns`]: a workload that uses DNS (or resolved names without being seen
+//!    asking) gets the whole DNS allowance, every way the cluster answers DNS (the DNS pods,
+//!    NodeLocal DNSCache): which of them a pod's query reaches is not the pod's choice;
 //! 4. [`external`]: outside addresses, merged exactly (or internet egress past the cap);
 //! 5. the annotations that record what the reader should know.
 //!
@@ -18,9 +21,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::cidr;
 use super::context::Context;
 use super::model::{Direction, InternetNeed, IpOrigin, PeerPlan, PolicyPlan, Target};
-use super::peers::dns_peer;
+use super::peers::{dns_peers, node_local_peer};
 use super::ports::{self, PortSet};
 use super::rules::{annotate_observed, into_rules, workload_label};
+use crate::cluster::dns::DNS_PORT;
 use crate::resolve::{ResolvedFlow, SourceWorkload};
 use accumulate::{accumulate, failure_lines, PeerAcc, PeerKey};
 
@@ -28,6 +32,8 @@ use accumulate::{accumulate, failure_lines, PeerAcc, PeerKey};
 pub struct WorkloadEgress {
     pub plan: PolicyPlan,
     pub internet_need: Option<InternetNeed>,
+    /// What the user must be told (internet egress past a cap).
+    pub warnings: Vec<String>,
 }
 
 /// Builds the egress policy of `source` from its flows (all with that source).
@@ -53,8 +59,8 @@ pub fn egress_plan(
     );
 
     let mut rules = Rules::default();
-    rules.in_cluster(source, &peers);
-    rules.ensure_dns(ctx, source, &peers, flows);
+    rules.in_cluster(ctx, source, &peers);
+    rules.complete_dns(ctx, source, &peers, flows);
     let internet_need = external::add(ctx, source, &peers, &mut plan, &mut rules);
 
     if !rules.dns_names.is_empty() {
@@ -79,6 +85,7 @@ pub fn egress_plan(
     WorkloadEgress {
         plan,
         internet_need,
+        warnings: rules.warnings,
     }
 }
 
@@ -90,20 +97,34 @@ struct Rules {
     unconfirmed: Vec<String>,
     /// ipBlock → the names behind it.
     dns_names: BTreeMap<String, Vec<String>>,
+    /// The DNS peers already in the plan.
+    dns_targets: BTreeSet<Target>,
+    warnings: Vec<String>,
 }
 
 impl Rules {
     fn add(&mut self, ports: PortSet, peer: PeerPlan) {
+        if peer.cluster_dns {
+            self.dns_targets.insert(peer.target.clone());
+        }
         self.by_ports.entry(ports).or_default().push(peer);
     }
 
-    /// Phase 2: in-cluster pods by selector, the API server and nodes by address.
-    fn in_cluster(&mut self, source: &SourceWorkload, peers: &BTreeMap<PeerKey, PeerAcc>) {
+    /// Phase 2: in-cluster pods by selector, the API server, nodes and NodeLocal DNSCache by
+    /// address.
+    fn in_cluster(
+        &mut self,
+        ctx: &Context,
+        source: &SourceWorkload,
+        peers: &BTreeMap<PeerKey, PeerAcc>,
+    ) {
         for (key, acc) in peers {
+            let mut ports: PortSet = acc.ports.keys().copied().collect();
             let (target, mut comments, label) = match *key {
                 PeerKey::Pods {
                     namespace,
                     selector,
+                    dns,
                 } => {
                     let names: Vec<String> = acc
                         .workloads
@@ -115,8 +136,17 @@ impl Rules {
                         let services: Vec<&str> = acc.services.iter().copied().collect();
                         what = format!("{what} via Service {}", services.join(", "));
                     }
-                    if acc.cluster_dns {
+                    if dns {
                         what = format!("cluster DNS: {what}");
+                        // Every port the DNS pods answer DNS on, not only those seen.
+                        if let Some(pods) = ctx
+                            .dns
+                            .pods
+                            .as_ref()
+                            .filter(|p| p.namespace == namespace && &p.selector == selector)
+                        {
+                            ports.extend(pods.ports.iter().copied());
+                        }
                     }
                     let target = Target::Pods {
                         namespace: (namespace != source.namespace).then(|| namespace.to_owned()),
@@ -129,11 +159,18 @@ impl Rules {
                     origin: IpOrigin::External,
                     ..
                 } => continue,
+                PeerKey::Ip {
+                    origin: IpOrigin::NodeLocalDns,
+                    ip,
+                } => {
+                    let peer = node_local_peer(ctx, ip);
+                    (peer.target, peer.comments, ip.to_string())
+                }
                 PeerKey::Ip { origin, ip } => {
                     let net = cidr::host_net(ip);
                     let what = match origin {
                         IpOrigin::ApiServer => "Kubernetes API server".to_owned(),
-                        _ => format!("node {}", acc.node.unwrap_or("?")),
+                        _ => node_comment(ctx, acc),
                     };
                     let target = Target::IpBlock {
                         cidr: net,
@@ -148,7 +185,6 @@ impl Rules {
                 self.unconfirmed.push(format!("{label} {line}"));
             }
             comments.extend(failed.iter().map(|l| format!("never succeeded: {l}")));
-            let ports: PortSet = acc.ports.keys().copied().collect();
             self.add(
                 with_fallback(&ports, acc.cluster_dns),
                 PeerPlan {
@@ -161,30 +197,56 @@ impl Rules {
         }
     }
 
-    /// Phase 3: a workload that resolved names needs DNS even if no DNS flow was recorded for it
+    /// Phase 3: a workload that uses DNS gets every way the cluster answers it (see the module
+    /// comment). One that resolved names needs DNS even if no DNS flow was recorded for it
     /// (answers served from a cache in the window, a lost record): without it, its next lookup
-    /// fails. Any peer on port 53 counts: a node-local DNS cache (169.254.20.10) or an outside
-    /// resolver then answers, and the cluster DNS would be a rule nobody uses.
-    fn ensure_dns(
+    /// fails. Any peer on port 53 counts as its resolver (an outside one, say): then the cluster
+    /// DNS would be a rule nobody uses.
+    fn complete_dns(
         &mut self,
         ctx: &Context,
         source: &SourceWorkload,
         peers: &BTreeMap<PeerKey, PeerAcc>,
         flows: &[&ResolvedFlow],
     ) {
-        let has_dns = peers
-            .values()
-            .any(|acc| acc.cluster_dns || acc.ports.keys().any(|(_, port)| *port == 53));
+        let uses_cluster_dns = peers.values().any(|acc| acc.cluster_dns);
+        let has_dns = uses_cluster_dns
+            || peers
+                .values()
+                .any(|acc| acc.ports.keys().any(|(_, port)| *port == DNS_PORT));
         let resolved_names = flows.iter().any(|f| !f.observed.dns_names.is_empty());
-        if resolved_names && !has_dns {
-            let mut dns = dns_peer(ctx, &source.namespace);
-            dns.comments = vec![
-                "cluster DNS: no DNS flow observed, but the workload resolved names (see dns-names)"
-                    .into(),
-            ];
-            self.add(ctx.dns_ports.clone(), dns);
+        let implied = resolved_names && !has_dns;
+        if !uses_cluster_dns && !implied {
+            return;
+        }
+        for (ports, mut peer) in dns_peers(ctx, &source.namespace) {
+            if self.dns_targets.contains(&peer.target) {
+                continue;
+            }
+            if implied {
+                peer.comments = vec![format!(
+                    "{}: no DNS flow observed, but the workload resolved names (see dns-names)",
+                    peer.comments.join(", ")
+                )];
+            }
+            self.add(ports, peer);
         }
     }
+}
+
+/// `node NAME`, and a note when the port is a Service's NodePort (the rule may not match after a
+/// Service implementation translates it).
+fn node_comment(ctx: &Context, acc: &PeerAcc) -> String {
+    let mut what = format!("node {}", acc.node.unwrap_or("?"));
+    for (protocol, port) in acc.ports.keys() {
+        if let Some((service, _)) = ctx.cluster.node_port_service(*port, *protocol) {
+            what.push_str(&format!(
+                "; {protocol}/{port} is the NodePort of Service {}: a Service implementation that translates NodePorts before policy makes this rule useless",
+                crate::cluster::qualified_name(service)
+            ));
+        }
+    }
+    what
 }
 
 /// DNS falls back to TCP: the cluster DNS gets both protocols on every port it was reached on,

@@ -20,7 +20,7 @@ fn source(name: &str) -> SourceWorkload {
             kind: "Deployment".into(),
             name: name.into(),
         },
-        selector: labels(name),
+        selector: labels(name).into(),
     }
 }
 
@@ -47,7 +47,7 @@ fn pods(app: &str, ns: &str) -> Peer {
             kind: "Deployment".into(),
             name: app.into(),
         },
-        selector: labels(app),
+        selector: labels(app).into(),
         service: None,
         cluster_dns: false,
     }
@@ -62,7 +62,8 @@ fn external(ip: &str) -> Peer {
 
 fn plan(flows: &[ResolvedFlow]) -> PolicyPlan {
     let options = Options::default();
-    let ctx = Context::new(&Cluster::default(), flows, &options);
+    let cluster = Cluster::default();
+    let ctx = Context::new(&cluster, flows, &options);
     let refs: Vec<&ResolvedFlow> = flows.iter().collect();
     egress_plan(&ctx, &source("web"), &refs, "web-egress".into()).plan
 }

@@ -1,10 +1,15 @@
-//! `--flows-out`: FlowRecords as JSON lines, appended to a file or written to stdout.
+//! `--flows-out`: FlowRecords as JSON lines, appended to a file or written to stdout, by a thread of
+//! its own so that a slow reader of stdout never holds up the main loop.
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use flow_model::FlowRecord;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
 
 pub struct FlowWriter {
     out: BufWriter<Box<dyn Write + Send>>,
@@ -40,6 +45,44 @@ impl FlowWriter {
             self.out.write_all(b"\n")?;
         }
         self.out.flush()
+    }
+}
+
+/// The writer thread; [`FileTask::wait`] gives its result once the channel is closed.
+pub struct FileTask {
+    done: oneshot::Receiver<std::io::Result<()>>,
+}
+
+impl FileTask {
+    /// Writes each batch that comes through `rx` until the channel closes. An error ends the
+    /// thread (and closes the channel, which the main loop sees at its next hand-off).
+    pub fn spawn(
+        mut writer: FlowWriter,
+        mut rx: mpsc::Receiver<Vec<FlowRecord>>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<FileTask> {
+        let (tx, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("flows-out".into())
+            .spawn(move || {
+                let result = (|| {
+                    while let Some(records) = rx.blocking_recv() {
+                        writer.write_batch(&records)?;
+                        metrics.records_written(records.len() as u64);
+                    }
+                    Ok(())
+                })();
+                let _ = tx.send(result);
+            })?;
+        Ok(FileTask { done })
+    }
+
+    pub async fn wait(self) -> std::io::Result<()> {
+        self.done.await.unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the flows-out writer thread panicked",
+            ))
+        })
     }
 }
 
