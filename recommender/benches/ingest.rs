@@ -286,7 +286,11 @@ fn store_size(dir: &std::path::Path, n: usize) {
                     kind: "Deployment".into(),
                     name: format!("app-{w}"),
                 },
-                selector: std::collections::BTreeMap::from([("app".to_string(), format!("app-{w}"))]).into(),
+                selector: std::collections::BTreeMap::from([(
+                    "app".to_string(),
+                    format!("app-{w}"),
+                )])
+                .into(),
             })
         })
         .collect();

@@ -66,13 +66,18 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
     assert_eq!(server.send(&seconds[5..], Some("e-2")).status, 200);
     assert_eq!(server.send(&firsts, None).status, 200);
     assert_eq!(
-        server.send(std::slice::from_ref(&late_but_first), Some("e-3")).status,
+        server
+            .send(std::slice::from_ref(&late_but_first), Some("e-3"))
+            .status,
         200
     );
     deltas.push(late_but_first);
     std::fs::write(
         &flows_file,
-        deltas.iter().map(|r| r.to_json_line() + "\n").collect::<String>(),
+        deltas
+            .iter()
+            .map(|r| r.to_json_line() + "\n")
+            .collect::<String>(),
     )
     .unwrap();
 
@@ -103,7 +108,8 @@ fn export_over_http_equals_export_from_the_store_equals_recommend() {
         );
         assert!(recommended.contains("flow records of node processes skipped"));
         assert!(
-            recommended.contains("need a second look") && recommended.contains("web-5d8f7c9b4-aaaaa -> 224.0.0.251"),
+            recommended.contains("need a second look")
+                && recommended.contains("web-5d8f7c9b4-aaaaa -> 224.0.0.251"),
             "{recommended}"
         );
 

@@ -632,7 +632,11 @@ mod tests {
                     kind: "Deployment".into(),
                     name: workload.into(),
                 },
-                selector: std::collections::BTreeMap::from([("app".to_string(), workload.to_string())]).into(),
+                selector: std::collections::BTreeMap::from([(
+                    "app".to_string(),
+                    workload.to_string(),
+                )])
+                .into(),
             }),
             peer: Arc::new(Peer::External {
                 ip: ip.into(),
