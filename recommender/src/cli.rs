@@ -5,8 +5,8 @@
 //! `error: ...` on stderr. Notes (objects or flows skipped, and why) go to stderr as log lines
 //! (`RUST_LOG` adjusts them; default `warn`).
 //!
-//! One file per command: `recommend`, `verify`, `evaluate`; `inputs` reads the files every command
-//! shares. The commands call the library (`resolve`, `synth`, `policy::Evaluator`) and map its
+//! One file per command: `recommend`, `verify`, `evaluate`, `serve`, `export`, `status`; `inputs`
+//! reads the files every command shares. The commands call the library (`resolve`, `synth`, `policy::Evaluator`) and map its
 //! errors to exit codes here, at the edge.
 
 use std::path::PathBuf;
@@ -15,11 +15,15 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use crate::error::Error;
-use crate::synth::{Format, InternetEgress};
+use crate::service::query::parse_cidr_prefix;
+use crate::synth::{Format, InternetEgress, Options};
 
 mod evaluate;
+mod export;
 mod inputs;
 mod recommend;
+mod serve;
+mod status;
 mod verify;
 
 /// Learns each workload's egress from observed flows and writes least-privilege NetworkPolicies.
@@ -38,6 +42,12 @@ enum Command {
     Verify(VerifyArgs),
     /// Judge one connection: prints `allowed` or `denied`, then why; exit 0 allowed, 1 denied.
     Evaluate(EvaluateArgs),
+    /// Run the service agents ship flows to: durable ingest, policies, status, monitor mode.
+    Serve(serve::ServeArgs),
+    /// Write the policies learned by a service (--server) or kept in its store (--store).
+    Export(export::ExportArgs),
+    /// Show each workload's learning state, from a service (--server) or its store (--store).
+    Status(status::StatusArgs),
 }
 
 /// Cluster snapshot files: `kubectl get ... -o yaml|json`, Lists or multi-document YAML.
@@ -59,6 +69,15 @@ struct RecommendArgs {
     /// FlowRecord files, JSON lines (`-` for stdin).
     #[arg(long = "flows", value_name = "FILE", num_args = 1.., required = true)]
     flows: Vec<PathBuf>,
+    #[command(flatten)]
+    synth: SynthArgs,
+}
+
+/// What policies to write: the options of `recommend`, shared by `export` and by `serve` (for
+/// the baseline it freezes in monitor mode); `GET /v1/policies` takes them as query parameters
+/// of the same names.
+#[derive(Debug, Args)]
+struct SynthArgs {
     /// Only policies for these namespaces (default: all).
     #[arg(short = 'n', long = "namespace", value_name = "NS")]
     namespaces: Vec<String>,
@@ -98,6 +117,26 @@ struct RecommendArgs {
     /// Pod and Service ranges kept out of internet egress (default: derived from the cluster).
     #[arg(long = "cluster-cidr", value_name = "CIDR")]
     cluster_cidrs: Vec<ipnet::IpNet>,
+}
+
+impl SynthArgs {
+    fn options(&self) -> Options {
+        let defaults = Options::default();
+        Options {
+            namespaces: self.namespaces.clone(),
+            default_deny: self.default_deny,
+            with_ingress: self.with_ingress,
+            ingress_for_cluster_services: self.ingress_for_cluster_services,
+            format: self.format,
+            cidr_prefix_v4: self.cidr_prefix_v4.or(self.cidr_prefix.map(|(v4, _)| v4)),
+            cidr_prefix_v6: self
+                .cidr_prefix_v6
+                .or(self.cidr_prefix.and_then(|(_, v6)| v6)),
+            max_external_peers: self.max_external_peers.or(defaults.max_external_peers),
+            internet_egress: self.internet_egress.unwrap_or(defaults.internet_egress),
+            cluster_cidrs: self.cluster_cidrs.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -160,11 +199,14 @@ pub fn main() -> i32 {
             return 2;
         }
     };
-    init_logging();
+    init_logging(matches!(cli.command, Command::Serve(_)));
     let result = match cli.command {
         Command::Recommend(args) => recommend::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
+        Command::Serve(args) => serve::run(args),
+        Command::Export(args) => export::run(&args),
+        Command::Status(args) => status::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -176,16 +218,57 @@ pub fn main() -> i32 {
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+/// Logs on stderr: notes only (`warn`) for the one-shot commands, `info` with times for `serve`.
+fn init_logging(daemon: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if daemon { "info" } else { "warn" })
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .without_time()
-        .try_init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if daemon {
+        builder.try_init()
+    } else {
+        builder.without_time().try_init()
+    };
+}
+
+/// `--token-file`: the first token of the file (one per line).
+fn read_token(path: &std::path::Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_owned)
+        .ok_or_else(|| Error::BadInput(format!("--token-file {}: no token in it", path.display())))
+}
+
+/// A duration flag: `90s`, `10m`, `2h30m`, `1d` (jiff's friendly format) or ISO 8601 (`PT10M`).
+fn parse_duration(value: &str) -> Result<jiff::SignedDuration, String> {
+    let d: jiff::SignedDuration = match value.parse() {
+        Ok(d) => d,
+        Err(_) => value
+            .parse::<jiff::Span>()
+            .and_then(|span| span.to_duration(jiff::SpanRelativeTo::days_are_24_hours()))
+            .map_err(|e| format!("{value:?} is not a duration (e.g. 90s, 10m, 2h): {e}"))?,
+    };
+    if d.is_negative() || d.is_zero() {
+        return Err(format!("{value:?}: a duration must be positive"));
+    }
+    Ok(d)
+}
+
+/// A single-threaded or multi-threaded runtime for the commands that talk HTTP or serve.
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::BadInput(format!("cannot start the async runtime: {e}")))
 }
 
 /// Writes command output to stdout; a closed pipe (`| head`) is not an error worth a panic.
@@ -209,34 +292,4 @@ fn format_parser() -> impl TypedValueParser<Value = Format> {
 
 fn internet_egress_parser() -> impl TypedValueParser<Value = InternetEgress> {
     PossibleValuesParser::new(InternetEgress::NAMES).map(|name| name.parse().expect("one of NAMES"))
-}
-
-/// `--cidr-prefix V4[,V6]`: prefix lengths for IPv4 and, optionally, IPv6.
-fn parse_cidr_prefix(value: &str) -> Result<(u8, Option<u8>), String> {
-    let length = |s: &str, max: u8, family: &str| -> Result<u8, String> {
-        match s.trim().parse::<u8>() {
-            Ok(n) if n <= max => Ok(n),
-            _ => Err(format!(
-                "{s:?} is not an {family} prefix length (0 to {max})"
-            )),
-        }
-    };
-    match value.split_once(',') {
-        None => Ok((length(value, 32, "IPv4")?, None)),
-        Some((v4, v6)) => Ok((length(v4, 32, "IPv4")?, Some(length(v6, 128, "IPv6")?))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_cidr_prefix;
-
-    #[test]
-    fn cidr_prefix_takes_one_or_both_families() {
-        assert_eq!(parse_cidr_prefix("24"), Ok((24, None)));
-        assert_eq!(parse_cidr_prefix("24,56"), Ok((24, Some(56))));
-        assert!(parse_cidr_prefix("33").is_err());
-        assert!(parse_cidr_prefix("24,129").is_err());
-        assert!(parse_cidr_prefix("x").is_err());
-    }
 }

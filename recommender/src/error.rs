@@ -44,4 +44,8 @@ pub enum Error {
     /// Policies to judge with that the API server would reject.
     #[error(transparent)]
     InvalidPolicies(#[from] crate::policy::InvalidPolicies),
+    /// The service or its store could not do what was asked (store in use, server unreachable,
+    /// address taken, ...); the message names what.
+    #[error("{0}")]
+    Service(String),
 }

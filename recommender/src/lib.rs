@@ -6,13 +6,21 @@
 //!   external address).
 //! - [`synth`]: one egress NetworkPolicy per source workload, rendered as deterministic YAML.
 //! - [`policy`]: the NetworkPolicy evaluator behind `verify` and `evaluate`.
+//! - [`export`]: the YAML of a recommendation from learned edges (`recommend`, `export`, the service).
+//! - [`store`] and [`service`] (feature `service`): `recommender serve`, its durable store of edges,
+//!   ingest, status, monitor mode.
 
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod cluster;
 pub mod error;
+pub mod export;
 pub mod policy;
 pub mod resolve;
+#[cfg(feature = "service")]
+pub mod service;
+#[cfg(feature = "service")]
+pub mod store;
 pub mod synth;
 
 pub use error::Error;

@@ -29,6 +29,9 @@ use super::selectors::Selector;
 use super::verdict::{Direction, DirectionVerdict, Verdict};
 use super::{Connection, Endpoint};
 
+mod rule_use;
+pub use rule_use::RuleId;
+
 /// One egress or ingress rule.
 #[derive(Clone, Debug)]
 struct Rule {

@@ -34,7 +34,7 @@ pub mod ports;
 pub mod selectors;
 pub mod verdict;
 
-pub use eval::{evaluate, PolicySet};
+pub use eval::{evaluate, PolicySet, RuleId};
 pub use evaluator::{Evaluator, InvalidPolicies, Judgement};
 pub use exceptions::Exemption;
 pub use selectors::PodSelector;
