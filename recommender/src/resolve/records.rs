@@ -51,10 +51,9 @@ pub fn merge_edges(flows: impl IntoIterator<Item = ResolvedFlow>) -> Vec<Resolve
         );
         match merged.entry(key) {
             std::collections::btree_map::Entry::Occupied(mut e) => {
-                let edge = e.get_mut();
-                if edge.observed != flow.observed {
-                    Arc::make_mut(&mut edge.observed).merge(&flow.observed);
-                }
+                // Two records may observe exactly the same thing (same window, same count): both
+                // happened, both count.
+                Arc::make_mut(&mut e.get_mut().observed).merge(&flow.observed);
             }
             std::collections::btree_map::Entry::Vacant(e) => {
                 e.insert(flow);
@@ -62,4 +61,44 @@ pub fn merge_edges(flows: impl IntoIterator<Item = ResolvedFlow>) -> Vec<Resolve
         }
     }
     merged.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::{Observation, Peer, SourceWorkload};
+
+    #[test]
+    fn equal_observations_of_one_edge_both_count() {
+        let record: FlowRecord = serde_json::from_str(
+            r#"{"node":"n","source":{"kind":"pod"},"destination":{"ip":"198.18.0.1","port":443,"protocol":"TCP"},"first_seen":"2026-11-26T16:00:00Z","last_seen":"2026-11-26T16:00:00Z","count":2,"outcome":"established"}"#,
+        )
+        .unwrap();
+        let source = Arc::new(SourceWorkload {
+            namespace: "ns".into(),
+            workload: flow_model::WorkloadRef {
+                kind: "Deployment".into(),
+                name: "web".into(),
+            },
+            selector: [("app".to_owned(), "web".to_owned())]
+                .into_iter()
+                .collect::<BTreeMap<_, _>>()
+                .into(),
+        });
+        let peer = Arc::new(Peer::External {
+            ip: "198.18.0.1".parse().unwrap(),
+            service: None,
+        });
+        // Two pods of one workload, each with its own (equal) record of the same edge.
+        let flow = || ResolvedFlow {
+            source: Arc::clone(&source),
+            peer: Arc::clone(&peer),
+            port: 443,
+            protocol: flow_model::Protocol::Tcp,
+            observed: Arc::new(Observation::of(&record)),
+        };
+        let edges = merge_edges([flow(), flow()]);
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0].observed.count, 4);
+    }
 }
