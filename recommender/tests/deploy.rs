@@ -399,6 +399,28 @@ fn the_recommender_runs_unprivileged_with_probes_and_a_store_volume() {
 }
 
 #[test]
+fn the_recommender_accepts_its_arguments_in_the_base_and_the_overlay() {
+    use clap::Parser;
+    for dir in [BASE, HA] {
+        let deployment: Deployment = Rendered::of(dir).one("Deployment", "egress-recommender");
+        let args = the_container(&deployment).args.unwrap();
+        recommender::cli::Cli::try_parse_from(
+            std::iter::once("recommender".to_owned()).chain(args.clone()),
+        )
+        .unwrap_or_else(|e| panic!("{dir}: {args:?}: {e}"));
+        // The agents' account, with the audience of their projected token.
+        assert_eq!(
+            arg_value(&args, "--auth-service-account"),
+            Some("system:serviceaccount:egress-recommender:egress-agent")
+        );
+        assert_eq!(
+            arg_value(&args, "--auth-audience"),
+            Some("egress-recommender")
+        );
+    }
+}
+
+#[test]
 fn the_ha_overlay_runs_replicas_on_the_api_store() {
     let ha = Rendered::of(HA);
     let deployment: Deployment = ha.one("Deployment", "egress-recommender");
