@@ -81,7 +81,6 @@ impl<'m> World<'m> {
             "br0",
         ])?;
         ip(&["-n", &node, "link", "set", "br0", "up"])?;
-        ip(&["-n", &node, "link", "add", "apiserver", "type", "dummy"])?;
         ip(&[
             "-n",
             &node,
@@ -89,9 +88,8 @@ impl<'m> World<'m> {
             "add",
             &format!("{}/32", self.manifest.node_ip),
             "dev",
-            "apiserver",
+            "br0",
         ])?;
-        ip(&["-n", &node, "link", "set", "apiserver", "up"])?;
         let inet = self.add_ns(lab, "inet")?;
         ip(&[
             "link", "add", "eth0", "netns", &inet, "type", "veth", "peer", "name", "v-inet",
