@@ -233,14 +233,24 @@ impl Lab {
             let _ = std::fs::remove_dir_all(dir);
         }
         for cgroup in self.state.cgroups.iter().rev() {
-            // The pod's scope and slice; shared parents only when nothing else lives there.
+            // The pod's scope and slice, then the kubelet's shared parents when nothing else
+            // lives there (rmdir of a cgroup with children fails).
+            let kubelet = |d: &&Path| {
+                d.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("kubepods") || n.starts_with("cri-containerd-"))
+            };
             let mut dir = Some(cgroup.as_path());
             let mut waited = 0;
-            while let Some(d) = dir.filter(|d| d.ancestors().count() > 5) {
+            while let Some(d) = dir.filter(kubelet) {
                 match std::fs::remove_dir(d) {
                     Ok(()) => dir = d.parent(),
-                    // A killed process leaves its cgroup a moment later.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && waited < 30 => {
+                    // A killed process leaves its own cgroup a moment later.
+                    Err(e)
+                        if d == cgroup
+                            && e.raw_os_error() == Some(libc::EBUSY)
+                            && waited < 50 =>
+                    {
                         waited += 1;
                         std::thread::sleep(Duration::from_millis(100));
                     }
