@@ -40,7 +40,7 @@ pub struct LabPod {
     pub ip: Ipv4Addr,
     pub labels: BTreeMap<String, String>,
     /// The direct controller: (apiVersion, kind, name).
-    pub owner: (&'static str, &'static str, String),
+    pub owner: Owner,
     /// The workload users know it by: (kind, name).
     pub workload: (&'static str, String),
     pub container: Container,
@@ -123,7 +123,7 @@ impl Manifest {
                     pod,
                     ip,
                     extra,
-                    Owner::new("apps/v1", "ReplicaSet", rs.clone()),
+                    ("apps/v1", "ReplicaSet", rs.clone()),
                     ("Deployment", name(&d.metadata)),
                     Runs::Always,
                 )?);
@@ -151,7 +151,7 @@ impl Manifest {
                     pod,
                     ip,
                     extra,
-                    Owner::new("apps/v1", "StatefulSet", sts.clone()),
+                    ("apps/v1", "StatefulSet", sts.clone()),
                     ("StatefulSet", sts.clone()),
                     Runs::Always,
                 )?);
@@ -173,7 +173,7 @@ impl Manifest {
                 pod,
                 ip,
                 extra,
-                Owner::new("batch/v1", "Job", job),
+                ("batch/v1", "Job", job),
                 ("CronJob", cron),
                 Runs::Scheduled,
             )?);
@@ -320,17 +320,8 @@ impl LabPod {
     }
 }
 
-struct Owner;
-
-impl Owner {
-    fn new(
-        api: &'static str,
-        kind: &'static str,
-        name: String,
-    ) -> (&'static str, &'static str, String) {
-        (api, kind, name)
-    }
-}
+/// A pod's direct controller: (apiVersion, kind, name).
+type Owner = (&'static str, &'static str, String);
 
 #[allow(clippy::too_many_arguments)]
 fn make(
@@ -339,7 +330,7 @@ fn make(
     name: String,
     ip: Ipv4Addr,
     extra_labels: BTreeMap<String, String>,
-    owner: (&'static str, &'static str, String),
+    owner: Owner,
     workload: (&'static str, String),
     runs: Runs,
 ) -> Result<LabPod> {

@@ -143,7 +143,7 @@ fn db_session(stream: TcpStream) -> Result<()> {
         }
         match line.strip_prefix("QUERY ") {
             Some(text) => write!(stream, "ROW 1 {text}\nROW 2 {text}\nOK 2\n")?,
-            None => write!(stream, "ERR unknown command\n")?,
+            None => writeln!(stream, "ERR unknown command")?,
         }
     }
     Ok(())

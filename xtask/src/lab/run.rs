@@ -412,16 +412,44 @@ fn unexpected(metrics: &str, namespace: &str, workload: &str) -> u64 {
 /// `--keep`: leaves everything up and says how to look around and how to stop it.
 fn keep(lab: Lab, world: &World<'_>, manifest: &Manifest, url: &str, files: &Files) -> Result<()> {
     let token = files.get("token");
-    let pod = &manifest.pods[0];
+    let (ns, workload) = PROBE_WORKLOAD;
+    let pod = manifest
+        .pods_of(ns, workload)
+        .next()
+        .unwrap_or(&manifest.pods[0]);
     let notes = [
-        format!("the service:   target/debug/recommender status --server {url} --token-file {}", token.display()),
-        format!("               target/debug/recommender export --server {url} --token-file {}", token.display()),
-        format!("               curl -s {url}/metrics | grep unexpected"),
-        format!("the pods:      ip netns list | grep {}", world.tag),
-        format!("a pod's shell: ip netns exec {} sh   (its cgroup: {})", world.pod_ns(pod), pod.cgroup()),
-        format!("a call:        target/debug/xtask lab-pod --times 1 --call http://api.shop.svc.cluster.local/ (inside a pod's netns)"),
-        format!("logs:          {}", files.out.display()),
-        "stop it:       cargo xtask lab --down".to_owned(),
+        format!(
+            "the service:  target/debug/recommender status --server {url} --token-file {}",
+            token.display()
+        ),
+        format!(
+            "              target/debug/recommender export --server {url} --token-file {}",
+            token.display()
+        ),
+        format!("              curl -s {url}/metrics | grep unexpected_egress"),
+        format!(
+            "              curl -s -H \"Authorization: Bearer $(cat {})\" {url}/v1/unexpected",
+            token.display()
+        ),
+        format!(
+            "the pods:     ip netns list | grep {}   (the node: {}, the internet: {})",
+            world.tag,
+            world.ns("node"),
+            world.ns("inet")
+        ),
+        format!(
+            "a call from {}, in its cgroup and network namespace:",
+            pod.qualified()
+        ),
+        format!(
+            "              {}",
+            world.shell_line(pod, "--times 1 --call http://paste.example.test:443/again")
+        ),
+        format!(
+            "the files:    {} (store, flows.jsonl, policies.yaml, lab-graph.svg, logs)",
+            files.out.display()
+        ),
+        "stop it:      cargo xtask lab --down".to_owned(),
     ];
     step("the lab is kept running");
     for n in &notes {

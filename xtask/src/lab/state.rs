@@ -247,9 +247,7 @@ impl Lab {
                     Ok(()) => dir = d.parent(),
                     // A killed process leaves its own cgroup a moment later.
                     Err(e)
-                        if d == cgroup
-                            && e.raw_os_error() == Some(libc::EBUSY)
-                            && waited < 50 =>
+                        if d == cgroup && e.raw_os_error() == Some(libc::EBUSY) && waited < 50 =>
                     {
                         waited += 1;
                         std::thread::sleep(Duration::from_millis(100));

@@ -223,6 +223,17 @@ impl<'m> World<'m> {
         cmd
     }
 
+    /// A shell command line that runs `xtask lab-pod ARGS` in the pod, for the user to paste.
+    pub fn shell_line(&self, pod: &LabPod, args: &str) -> String {
+        let procs = self.cgroup_root.join(pod.cgroup()).join("cgroup.procs");
+        format!(
+            "sh -c 'echo $$ > {} && exec ip netns exec {} {} lab-pod {args}'",
+            procs.display(),
+            self.pod_ns(pod),
+            self.xtask.display()
+        )
+    }
+
     /// The container's command as this machine runs it: `lab-pod` is this binary; `dnsmasq`
     /// gets the flags that make it the cluster DNS (listen on the pod's named DNS port, answer
     /// every Service name).
