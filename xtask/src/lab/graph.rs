@@ -170,6 +170,7 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The narrowest box.
 const BOX_W: f64 = 230.0;
 const BOX_H: f64 = 34.0;
 const GAP: f64 = 14.0;
@@ -179,27 +180,30 @@ const PAD: f64 = 30.0;
 /// The graph as SVG: columns of namespace groups (sources left of what they call), boxes for
 /// workloads and external names, arrows labelled with their ports.
 pub fn svg(edges: &[GraphEdge]) -> String {
-    // A node's column: 0 for those that only call, more for those called by a column left of them.
     let nodes: BTreeSet<&Node> = edges.iter().flat_map(|e| [&e.from, &e.to]).collect();
-    let mut column: BTreeMap<&Node, usize> = nodes.iter().map(|n| (*n, 0)).collect();
-    for _ in 0..nodes.len() {
-        for e in edges {
-            if e.from != e.to {
-                let c = column[&e.from] + 1;
-                if column[&e.to] < c && c < nodes.len() {
-                    column.insert(&e.to, c);
-                }
+    // A namespace's column: 0 for those only calling, one more than the deepest namespace that
+    // calls into it (calls inside a namespace and cycles do not push it further)...
+    let groups_of: BTreeSet<&str> = nodes.iter().map(|n| n.group.as_str()).collect();
+    let mut group_column: BTreeMap<&str, usize> = groups_of.iter().map(|g| (*g, 0)).collect();
+    for _ in 0..groups_of.len() {
+        for e in edges.iter().filter(|e| e.from.group != e.to.group) {
+            let c = group_column[e.from.group.as_str()] + 1;
+            let to = group_column
+                .get_mut(e.to.group.as_str())
+                .expect("every group is listed");
+            if *to < c && c < groups_of.len() {
+                *to = c;
             }
         }
     }
-    // Groups keep their members together: a group sits in the column of its leftmost member...
-    let mut group_column: BTreeMap<&str, usize> = BTreeMap::new();
-    for (n, c) in &column {
-        let g = group_column.entry(&n.group).or_insert(*c);
-        *g = (*g).min(*c);
-    }
     // ...and external and ipBlock destinations sit in a column of their own, at the right.
-    let last = group_column.values().copied().max().unwrap_or(0) + 1;
+    let last = group_column
+        .iter()
+        .filter(|(g, _)| ![EXTERNAL, CLUSTER].contains(*g))
+        .map(|(_, c)| *c)
+        .max()
+        .unwrap_or(0)
+        + 1;
     for g in [EXTERNAL, CLUSTER] {
         if let Some(c) = group_column.get_mut(g) {
             *c = last;
@@ -214,14 +218,21 @@ pub fn svg(edges: &[GraphEdge]) -> String {
             .or_default()
             .push(n);
     }
-    let mut at: BTreeMap<&Node, (f64, f64)> = BTreeMap::new();
+    let mut at: BTreeMap<&Node, (f64, f64, f64)> = BTreeMap::new();
     let mut groups = String::new();
     let mut height: f64 = 0.0;
-    let col_x = |c: usize| PAD + c as f64 * (BOX_W + 2.0 * GAP + COL_GAP);
-    let mut width: f64 = 0.0;
+    let mut x = PAD;
     for (c, members) in &columns {
-        let x = col_x(*c);
-        let mut y = PAD;
+        // Boxes as wide as the column's longest name.
+        let longest = members
+            .values()
+            .flatten()
+            .map(|n| n.label.chars().count())
+            .max()
+            .unwrap_or(0);
+        let box_w = BOX_W.max(longest as f64 * 7.2 + 20.0);
+        // Every other column starts lower, so that a call across a column passes above it.
+        let mut y = PAD + if c % 2 == 1 { 2.0 * (BOX_H + GAP) } else { 0.0 };
         for (group, nodes) in members {
             let h = 28.0 + nodes.len() as f64 * (BOX_H + GAP);
             let (fill, stroke) = match *group {
@@ -236,7 +247,7 @@ pub fn svg(edges: &[GraphEdge]) -> String {
             let _ = writeln!(
                 groups,
                 r#"  <g class="group"><rect x="{x}" y="{y}" width="{}" height="{h}" rx="10" fill="{fill}" stroke="{stroke}" stroke-dasharray="6 4"/>"#,
-                BOX_W + 2.0 * GAP
+                box_w + 2.0 * GAP
             );
             let _ = writeln!(
                 groups,
@@ -248,10 +259,10 @@ pub fn svg(edges: &[GraphEdge]) -> String {
             for (i, n) in nodes.iter().enumerate() {
                 let by = y + 28.0 + i as f64 * (BOX_H + GAP);
                 let bx = x + GAP;
-                at.insert(n, (bx, by));
+                at.insert(n, (bx, by, box_w));
                 let _ = writeln!(
                     groups,
-                    r#"    <rect x="{bx}" y="{by}" width="{BOX_W}" height="{BOX_H}" rx="5" fill="white" stroke="{stroke}"/>"#
+                    r#"    <rect x="{bx}" y="{by}" width="{box_w}" height="{BOX_H}" rx="5" fill="white" stroke="{stroke}"/>"#
                 );
                 let _ = writeln!(
                     groups,
@@ -265,18 +276,18 @@ pub fn svg(edges: &[GraphEdge]) -> String {
             y += h + 2.0 * GAP;
         }
         height = height.max(y);
-        width = width.max(x + BOX_W + 2.0 * GAP + PAD);
+        x += box_w + 2.0 * GAP + COL_GAP;
     }
     let mut arrows = String::new();
     for e in edges {
-        let (Some(&(fx, fy)), Some(&(tx, ty))) = (at.get(&e.from), at.get(&e.to)) else {
+        let (Some(&(fx, fy, fw)), Some(&(tx, ty, tw))) = (at.get(&e.from), at.get(&e.to)) else {
             continue;
         };
-        let (x1, y1) = (fx + BOX_W, fy + BOX_H / 2.0);
+        let (x1, y1) = (fx + fw, fy + BOX_H / 2.0);
         let (x2, y2) = if tx > fx {
             (tx, ty + BOX_H / 2.0)
         } else {
-            (tx + BOX_W, ty + BOX_H / 2.0 + 6.0)
+            (tx + tw, ty + BOX_H / 2.0 + 6.0)
         };
         let bend = if tx > fx { (x2 - x1) / 2.0 } else { 60.0 };
         let path = if tx > fx {
@@ -308,6 +319,7 @@ pub fn svg(edges: &[GraphEdge]) -> String {
             escape(&ports)
         );
     }
+    let width = x - COL_GAP + PAD;
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -31,8 +31,12 @@ const LEARNING_LIMIT: Duration = Duration::from_secs(90);
 const PROBE_WORKLOAD: (&str, &str) = ("fulfilment", "worker");
 const PROBE_URL: &str = "http://paste.example.test:443/upload";
 
+/// When the lab began building its cluster: each step says how long after that it starts.
+static BEGUN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
 fn step(what: &str) {
-    println!("\n== {what}");
+    let at = BEGUN.get_or_init(Instant::now).elapsed().as_secs_f64();
+    println!("\n== [{at:5.1}s] {what}");
 }
 
 /// The files of one run.
@@ -53,7 +57,7 @@ pub fn run(args: &LabArgs) -> Result<()> {
     let tools = setup::run()?;
     exec(command("cargo").args(["build", "--quiet", "-p", "agent", "-p", "recommender"]))?;
     state::check_interrupted()?;
-    let started = Instant::now();
+    let started = *BEGUN.get_or_init(Instant::now);
     let manifest = Manifest::load(&root.join(&args.cluster))?;
     let files = Files {
         out: root.join(&args.out),
