@@ -62,9 +62,21 @@ pub fn run(args: &LabArgs) -> Result<()> {
     let files = Files {
         out: root.join(&args.out),
     };
-    // A fresh start: no store, spool or flows of an earlier run.
-    let _ = std::fs::remove_dir_all(&files.out);
+    // A fresh start: no store, spool or flows of an earlier run (only the lab's own files go:
+    // `--out` may name a directory that holds others).
     std::fs::create_dir_all(&files.out)?;
+    for name in [
+        "store.redb",
+        "flows.jsonl",
+        "policies.yaml",
+        "lab-graph.svg",
+        "token",
+    ] {
+        let _ = std::fs::remove_file(files.get(name));
+    }
+    for name in ["spool", "pods"] {
+        let _ = std::fs::remove_dir_all(files.get(name));
+    }
     std::fs::write(files.get("scheduled.json"), manifest.scheduled())?;
     let token = token()?;
     std::fs::write(files.get("token"), format!("{token}\n"))?;
