@@ -260,6 +260,11 @@ impl ApiStub {
             .push_back(fault);
     }
 
+    /// Disarms every fault not yet used.
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().expect("faults lock").clear();
+    }
+
     /// Breaks every open watch of `resource` (all resources with `None`) in the middle of a line.
     pub fn break_watches(&self, resource: Option<&Resource>) {
         self.store().break_watches(resource);
