@@ -31,7 +31,7 @@ mod workload;
 pub use addresses::IpOwner;
 pub use dns::{is_cluster_dns, ClusterDns, DnsService};
 pub use endpoints::{target_port, Backend};
-pub use index::{key_of, Key};
+pub use index::{key_of, ClusterIndex, Key};
 pub use nodes::addresses as node_addresses;
 pub use pods::{is_host_network, is_terminated, named_ports, pod_ip_like, pod_ips};
 pub use ranges::covering_prefix;
@@ -63,8 +63,9 @@ pub struct Cluster {
     /// them: no object of a snapshot shows them. Empty: inferred from the ClusterIPs (see
     /// [`Cluster::service_ranges`]).
     pub service_cidrs: Vec<ipnet::IpNet>,
-    /// Lookups by pod IP, UID, ClusterIP and key (see `index`).
-    pub(crate) index: index::ClusterIndex,
+    /// Lookups by pod IP, UID, ClusterIP and key, kept by `apply`/`remove`/`reindex` (public only
+    /// so that `..Default::default()` works outside the crate).
+    pub index: index::ClusterIndex,
     /// Pods deleted while a live source followed the cluster.
     pub tombstones: tombstones::Tombstones,
 }
