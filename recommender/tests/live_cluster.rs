@@ -285,3 +285,41 @@ async fn a_reused_pod_ip_resolves_to_the_pod_that_had_it_when_the_flow_was_seen(
     let later = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(5);
     assert_eq!(peers(&model, &flow("10.0.3.7", 8080, later)), vec!["new"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recommend_live_reads_the_cluster_from_the_kubeconfig() {
+    let stub = ApiStub::start().await.unwrap();
+    seed(&stub);
+    stub.apply(pod("shop", "blue-0", "10.0.2.1", "blue", None));
+    let dir = std::env::temp_dir().join(format!("live-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    stub.write_kubeconfig(&kubeconfig).unwrap();
+    let flows = dir.join("flows.jsonl");
+    let record = serde_json::to_string(&flow("10.0.2.1", 8080, jiff::Timestamp::now())).unwrap();
+    std::fs::write(&flows, record + "\n").unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_recommender"))
+            .args(["recommend", "--live", "--flows"])
+            .arg(&flows)
+            .env("KUBECONFIG", &kubeconfig)
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        out
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("kind: NetworkPolicy"), "{stdout}");
+    assert!(
+        stdout.contains("app: blue"),
+        "the peer by its labels, read from the API: {stdout}"
+    );
+    assert!(stub.requests().iter().any(|r| r.path == "/api/v1/pods"));
+}
