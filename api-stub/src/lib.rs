@@ -30,6 +30,7 @@ mod resource;
 mod select;
 mod status;
 mod store;
+mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
