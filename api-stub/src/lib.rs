@@ -30,6 +30,7 @@ mod resource;
 mod select;
 mod status;
 mod store;
+mod wire;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -258,6 +259,11 @@ impl ApiStub {
             .entry(resource)
             .or_default()
             .push_back(fault);
+    }
+
+    /// Disarms every fault not yet used.
+    pub fn clear_faults(&self) {
+        self.shared.faults.lock().expect("faults lock").clear();
     }
 
     /// Breaks every open watch of `resource` (all resources with `None`) in the middle of a line.

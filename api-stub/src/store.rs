@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::resource::{builtin_kind, Resource};
 use crate::select::Selector;
 use crate::status::{self, ApiError};
+use crate::wire::{decode_continue, encode_continue, event_for, event_line, sees, strip_type};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {
@@ -19,7 +20,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             EventType::Added => "ADDED",
             EventType::Modified => "MODIFIED",
@@ -29,14 +30,14 @@ impl EventType {
 }
 
 /// One change, kept so that a watch from an older resourceVersion can replay it.
-struct Change {
-    rv: u64,
-    resource: Resource,
+pub(crate) struct Change {
+    pub(crate) rv: u64,
+    pub(crate) resource: Resource,
     /// The object before the change (`None` for a creation).
-    old: Option<Value>,
+    pub(crate) old: Option<Value>,
     /// The object after the change; for a deletion, the last state stamped with the deletion's rv.
-    new: Value,
-    deleted: bool,
+    pub(crate) new: Value,
+    pub(crate) deleted: bool,
 }
 
 /// What a watch stream is sent.
@@ -48,12 +49,12 @@ pub enum WatchMsg {
     Break,
 }
 
-struct Watcher {
-    resource: Resource,
-    namespace: Option<String>,
-    selector: Selector,
-    bookmarks: bool,
-    tx: mpsc::UnboundedSender<WatchMsg>,
+pub(crate) struct Watcher {
+    pub(crate) resource: Resource,
+    pub(crate) namespace: Option<String>,
+    pub(crate) selector: Selector,
+    pub(crate) bookmarks: bool,
+    pub(crate) tx: mpsc::UnboundedSender<WatchMsg>,
 }
 
 /// Where a list continues: a snapshot taken at the first page, so that later pages are consistent
@@ -118,12 +119,6 @@ fn rv_of(object: &Value) -> Option<&str> {
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
         .filter(|s| !s.is_empty())
-}
-
-fn event_line(kind: &str, object: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({ "type": kind, "object": object })).expect("json");
-    line.push(b'\n');
-    Bytes::from(line)
 }
 
 impl Store {
@@ -614,61 +609,4 @@ impl Store {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default()
     }
-}
-
-fn sees(watcher: &Watcher, object: &Value) -> bool {
-    let ns = object
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    watcher.namespace.as_deref().is_none_or(|want| want == ns) && watcher.selector.matches(object)
-}
-
-/// The event `watcher` gets for `change`, as the API server computes it with selectors: an
-/// object that starts matching is ADDED, one that stops matching is DELETED.
-fn event_for(watcher: &Watcher, change: &Change) -> Option<Bytes> {
-    if change.resource != watcher.resource {
-        return None;
-    }
-    let now = !change.deleted && sees(watcher, &change.new);
-    let before = change.old.as_ref().is_some_and(|o| sees(watcher, o));
-    let kind = match (before, now, change.deleted) {
-        (true, _, true) => EventType::Deleted,
-        (false, true, _) => EventType::Added,
-        (true, true, _) => EventType::Modified,
-        (true, false, false) => EventType::Deleted,
-        _ => return None,
-    };
-    Some(event_line(kind.as_str(), &change.new))
-}
-
-/// List items carry neither `kind` nor `apiVersion`: the List says them once.
-fn strip_type(object: &Value) -> Value {
-    let mut object = object.clone();
-    if let Some(map) = object.as_object_mut() {
-        map.remove("kind");
-        map.remove("apiVersion");
-    }
-    object
-}
-
-fn encode_continue(id: u64, rv: u64, start: &str) -> String {
-    use base64::Engine;
-    let token = json!({ "v": "meta.k8s.io/v1", "rv": rv, "start": format!("{start}\u{0}"), "snapshot": id });
-    base64::engine::general_purpose::STANDARD.encode(token.to_string())
-}
-
-fn decode_continue(token: &str) -> Result<(u64, u64), ApiError> {
-    use base64::Engine;
-    let bad = || status::bad_request(format!("continue key is not valid: {token:?}"));
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(token)
-        .map_err(|_| bad())?;
-    let value: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let id = value
-        .get("snapshot")
-        .and_then(Value::as_u64)
-        .ok_or_else(bad)?;
-    let rv = value.get("rv").and_then(Value::as_u64).ok_or_else(bad)?;
-    Ok((id, rv))
 }

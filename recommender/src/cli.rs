@@ -53,8 +53,12 @@ enum Command {
 /// Cluster snapshot files: `kubectl get ... -o yaml|json`, Lists or multi-document YAML.
 #[derive(Debug, Args)]
 struct ClusterArgs {
-    #[arg(long = "cluster", value_name = "FILE", num_args = 1.., required = true)]
+    #[arg(long = "cluster", value_name = "FILE", num_args = 1.., required_unless_present = "live", conflicts_with = "live")]
     files: Vec<PathBuf>,
+    /// Read the live cluster once instead (kubeconfig or in-cluster): every kind the model holds,
+    /// listed by the same watchers `serve` uses.
+    #[arg(long)]
+    live: bool,
     /// The cluster's Service range (the API server's --service-cluster-ip-range; repeat for
     /// dual-stack). A destination inside it that no Service has is refused rather than made an
     /// ipBlock that could never match. Default: inferred from the Services' ClusterIPs.

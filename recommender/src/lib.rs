@@ -9,12 +9,15 @@
 //! - [`export`]: the YAML of a recommendation from learned edges (`recommend`, `export`, the service).
 //! - [`store`] and [`service`] (feature `service`): `recommender serve`, its durable store of edges,
 //!   ingest, status, monitor mode.
+//! - [`live`] (feature `live`): the cluster model followed with kube-rs watchers.
 
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod cluster;
 pub mod error;
 pub mod export;
+#[cfg(feature = "live")]
+pub mod live;
 pub mod policy;
 pub mod resolve;
 #[cfg(feature = "service")]

@@ -12,9 +12,24 @@ use crate::resolve::merge_records;
 
 /// The cluster model from `--cluster` files (the loader logs its notes) and `--service-cidr`.
 pub fn cluster(args: &super::ClusterArgs) -> Result<Cluster, Error> {
+    if args.live {
+        return live_cluster(args.service_cidrs.clone());
+    }
     let mut cluster = Cluster::load_files(&args.files)?.cluster;
     cluster.service_cidrs = args.service_cidrs.clone();
     Ok(cluster)
+}
+
+/// The live cluster, read once (`--live`; also `serve --baseline cluster`).
+pub fn live_cluster(service_cidrs: Vec<ipnet::IpNet>) -> Result<Cluster, Error> {
+    super::runtime()?.block_on(async move {
+        let client = crate::live::client()
+            .await
+            .map_err(|e| Error::BadInput(e.to_string()))?;
+        crate::live::read_once(client, service_cidrs)
+            .await
+            .map_err(|e| Error::Service(e.to_string()))
+    })
 }
 
 /// Every FlowRecord of `--flows` files (`-` is stdin), merged by key: agents report deltas.

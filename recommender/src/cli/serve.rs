@@ -9,10 +9,11 @@ use clap::{Args, ValueEnum};
 use super::{parse_duration, runtime, SynthArgs};
 use crate::cluster::Cluster;
 use crate::error::Error;
+use crate::live::LiveCluster;
 use crate::service::auth::{Authenticator, TokenFile};
 use crate::service::learning::Thresholds;
 use crate::service::metrics::Metrics;
-use crate::service::model::SnapshotFiles;
+use crate::service::model::{ClusterSource, SnapshotFiles};
 use crate::service::token_review::{service_account_user, ReviewPolicy, TokenReviewer};
 use crate::service::{Baseline, Config, Limits, Service};
 use crate::store::EmbeddedStore;
@@ -35,8 +36,8 @@ pub struct ServeArgs {
     /// not in this version.
     #[arg(long, value_name = "PATH")]
     store: PathBuf,
-    /// Cluster snapshot files (`kubectl get ... -o yaml|json`). Required for now: watching the
-    /// live cluster without them is not in this version.
+    /// Cluster snapshot files (`kubectl get ... -o yaml|json`). Without them the service watches
+    /// the live cluster (kubeconfig or in-cluster) and is ready once every kind is listed.
     #[arg(long = "cluster", value_name = "FILE", num_args = 1..)]
     cluster: Vec<PathBuf>,
     /// The cluster's Service range (as `recommend --service-cidr`; repeat for dual-stack).
@@ -55,8 +56,9 @@ pub struct ServeArgs {
     auth_audience: String,
     #[arg(long, value_enum, default_value = "learn")]
     mode: Mode,
-    /// Monitor mode: the NetworkPolicy files to judge flows against (default: the recommendation
-    /// for what the store holds at start, with the policy options below, frozen).
+    /// Monitor mode: the NetworkPolicy files to judge flows against, or `cluster` for the
+    /// NetworkPolicies applied in the cluster at start (default: the recommendation for what the
+    /// store holds at start, with the policy options below, frozen).
     #[arg(long, value_name = "FILE", num_args = 1..)]
     baseline: Vec<PathBuf>,
     /// Largest request body, as sent.
@@ -99,12 +101,6 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
             "--store kubernetes (the HA store on the Kubernetes API) is not in this version; give a file path".into(),
         ));
     }
-    if args.cluster.is_empty() {
-        return Err(Error::BadInput(
-            "--cluster FILE... is required: watching the live cluster is not in this version"
-                .into(),
-        ));
-    }
     if args.token_file.is_none() && args.auth_service_accounts.is_empty() {
         return Err(Error::BadInput(
             "--token-file FILE or --auth-service-account USER is required: agents authenticate with a bearer token".into(),
@@ -115,6 +111,14 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
     }
     let baseline = match args.mode {
         Mode::Learn => Baseline::None,
+        Mode::Monitor if args.baseline == [PathBuf::from("cluster")] => {
+            let policies = super::inputs::live_cluster(Vec::new())?.network_policies;
+            tracing::info!(
+                policies = policies.len(),
+                "baseline: the cluster's NetworkPolicies"
+            );
+            Baseline::Policies(policies)
+        }
         Mode::Monitor if !args.baseline.is_empty() => {
             let loaded = Cluster::load_files(&args.baseline)?.cluster;
             if loaded.network_policies.is_empty() {
@@ -157,31 +161,53 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
         recent_unexpected: args.recent_unexpected,
         baseline,
     };
-    let source = SnapshotFiles {
-        files: args.cluster.clone(),
-        service_cidrs: args.service_cidrs.clone(),
-    };
     runtime()?.block_on(async move {
-        let auth: Arc<dyn Authenticator> = match token_file {
-            Some(file) => Arc::new(file),
-            None => {
-                let client = kube::Client::try_default().await.map_err(|e| {
-                    Error::Service(format!(
-                        "--auth-service-account needs the Kubernetes API (kubeconfig or in-cluster): {e}"
-                    ))
-                })?;
+        // One client for everything that talks to the API: the live model and TokenReview.
+        let needs_api = args.cluster.is_empty() || token_file.is_none();
+        let client = if needs_api {
+            Some(crate::live::client().await.map_err(|e| {
+                Error::BadInput(format!(
+                    "no --cluster files or no --token-file, so the Kubernetes API is needed: {e}"
+                ))
+            })?)
+        } else {
+            None
+        };
+        let auth: Arc<dyn Authenticator> = match (token_file, &client) {
+            (Some(file), _) => Arc::new(file),
+            (None, Some(client)) => {
                 let policy = ReviewPolicy::new(
                     args.auth_service_accounts.iter().cloned().collect(),
                     args.auth_audience.clone(),
                 );
-                Arc::new(TokenReviewer::new(client, policy, Arc::clone(&metrics)))
+                Arc::new(TokenReviewer::new(
+                    client.clone(),
+                    policy,
+                    Arc::clone(&metrics),
+                ))
             }
+            (None, None) => {
+                return Err(Error::BadInput(
+                    "--token-file FILE or --auth-service-account USER is required".into(),
+                ))
+            }
+        };
+        let source: Box<dyn ClusterSource> = match (args.cluster.is_empty(), client) {
+            (true, Some(client)) => Box::new(LiveCluster {
+                client,
+                service_cidrs: args.service_cidrs.clone(),
+                page_size: crate::live::PAGE_SIZE,
+            }),
+            _ => Box::new(SnapshotFiles {
+                files: args.cluster.clone(),
+                service_cidrs: args.service_cidrs.clone(),
+            }),
         };
         let service = Service::start(
             args.listen,
             config,
             Arc::new(store),
-            &source,
+            source.as_ref(),
             auth,
             metrics,
         )

@@ -150,19 +150,26 @@ impl Cluster {
                     && parse_protocol(slice_protocol) == parse_protocol(p.protocol.as_deref())
             })
         };
-        let slices: Vec<_> = self
-            .endpoint_slices
-            .iter()
-            .filter(|s| {
-                s.metadata.namespace.as_deref() == namespace
-                    && s.metadata
-                        .labels
-                        .as_ref()
-                        .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                        .map(String::as_str)
-                        == name
-            })
-            .collect();
+        let indexed = self.indexed_slices_of(&(
+            namespace.unwrap_or_default().to_string(),
+            name.unwrap_or_default().to_string(),
+        ));
+        let slices: Vec<_> = match indexed {
+            Some(slices) => slices,
+            None => self
+                .endpoint_slices
+                .iter()
+                .filter(|s| {
+                    s.metadata.namespace.as_deref() == namespace
+                        && s.metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                            .map(String::as_str)
+                            == name
+                })
+                .collect(),
+        };
         let mut out = Vec::new();
         if !slices.is_empty() {
             for slice in slices {

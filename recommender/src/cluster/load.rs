@@ -38,6 +38,7 @@ impl Cluster {
             loaded.cluster.add_text(&text, path, &mut loaded.notes)?;
         }
         loaded.cluster.dedup();
+        loaded.cluster.reindex();
         Ok(loaded)
     }
 
@@ -304,6 +305,7 @@ mod tests {
             .cluster
             .add_text(text, Path::new("snap.yaml"), &mut loaded.notes)?;
         loaded.cluster.dedup();
+        loaded.cluster.reindex();
         Ok(loaded)
     }
 

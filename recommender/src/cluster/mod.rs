@@ -18,17 +18,20 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 mod addresses;
 pub mod dns;
 mod endpoints;
+mod index;
 pub mod load;
 mod namespaces;
 mod nodes;
 mod pods;
 mod ranges;
 mod services;
+pub mod tombstones;
 mod workload;
 
 pub use addresses::IpOwner;
 pub use dns::{is_cluster_dns, ClusterDns, DnsService};
 pub use endpoints::{target_port, Backend};
+pub use index::{key_of, ClusterIndex, Key};
 pub use nodes::addresses as node_addresses;
 pub use pods::{is_host_network, is_terminated, named_ports, pod_ip_like, pod_ips};
 pub use ranges::covering_prefix;
@@ -60,4 +63,26 @@ pub struct Cluster {
     /// them: no object of a snapshot shows them. Empty: inferred from the ClusterIPs (see
     /// [`Cluster::service_ranges`]).
     pub service_cidrs: Vec<ipnet::IpNet>,
+    /// Lookups by pod IP, UID, ClusterIP and key, kept by `apply`/`remove`/`reindex` (public only
+    /// so that `..Default::default()` works outside the crate).
+    pub index: index::ClusterIndex,
+    /// Pods deleted while a live source followed the cluster.
+    pub tombstones: tombstones::Tombstones,
+}
+
+/// One object of a kind the model holds, as a live source hands it over.
+#[derive(Clone, Debug)]
+pub enum LiveObject {
+    Pod(Box<Pod>),
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Namespace(Box<Namespace>),
+    Node(Box<Node>),
+    Deployment(Box<Deployment>),
+    ReplicaSet(Box<ReplicaSet>),
+    StatefulSet(Box<StatefulSet>),
+    DaemonSet(Box<DaemonSet>),
+    Job(Box<Job>),
+    CronJob(Box<CronJob>),
+    NetworkPolicy(Box<NetworkPolicy>),
 }

@@ -35,6 +35,9 @@ impl Cluster {
 
     /// A node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
+        if let Some(found) = self.indexed_node(name) {
+            return found;
+        }
         self.nodes
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(name))

@@ -122,34 +122,52 @@ pub(crate) fn parse_protocol(protocol: Option<&str>) -> Protocol {
 impl Cluster {
     /// The pod `namespace/name`.
     pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        if self.index().is_some() {
+            return self.indexed_pod(&(namespace.to_string(), name.to_string()));
+        }
         self.pods.iter().find(|p| {
             p.metadata.namespace.as_deref() == Some(namespace)
                 && p.metadata.name.as_deref() == Some(name)
         })
     }
 
-    /// The pod with this `metadata.uid`.
+    /// The pod with this `metadata.uid`; a deleted pod the live model still remembers counts
+    /// (its flows may arrive after it is gone).
     pub fn pod_by_uid(&self, uid: &str) -> Option<&Pod> {
-        self.pods
-            .iter()
-            .find(|p| p.metadata.uid.as_deref() == Some(uid))
+        let current = match self.indexed_pod_by_uid(uid) {
+            Some(found) => found,
+            None => self
+                .pods
+                .iter()
+                .find(|p| p.metadata.uid.as_deref() == Some(uid)),
+        };
+        current.or_else(|| self.tombstones.by_uid(uid))
     }
 
     /// The running (not terminated) pod that has `ip`, hostNetwork pods included: use
     /// [`is_host_network`] to tell them apart (see [`Cluster::ip_owner`]). A non-hostNetwork pod is
     /// preferred when both claim the address.
     pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
-        let matcher = AddressMatcher::new(ip);
-        let mut candidates = self
-            .pods
-            .iter()
-            .filter(|p| matcher.pod(p) && !is_terminated(p));
-        let first = candidates.next()?;
-        if !is_host_network(first) {
-            return Some(first);
+        match self.indexed_pods_by_ip(ip) {
+            Some(claimants) => prefer_pod_network(claimants.filter(|p| !is_terminated(p))),
+            None => {
+                let matcher = AddressMatcher::new(ip);
+                prefer_pod_network(
+                    self.pods
+                        .iter()
+                        .filter(|p| matcher.pod(p) && !is_terminated(p)),
+                )
+            }
         }
-        candidates.find(|p| !is_host_network(p)).or(Some(first))
     }
+}
+
+fn prefer_pod_network<'a>(mut candidates: impl Iterator<Item = &'a Pod>) -> Option<&'a Pod> {
+    let first = candidates.next()?;
+    if !is_host_network(first) {
+        return Some(first);
+    }
+    candidates.find(|p| !is_host_network(p)).or(Some(first))
 }
 
 #[cfg(test)]

@@ -100,6 +100,9 @@ pub(crate) fn matches(
 impl Cluster {
     /// The Service with `ip` among its ClusterIPs.
     pub fn service_by_cluster_ip(&self, ip: IpAddr) -> Option<&Service> {
+        if let Some(found) = self.indexed_service_by_ip(ip) {
+            return found;
+        }
         let matcher = AddressMatcher::new(ip);
         self.services.iter().find(|s| {
             s.spec.as_ref().is_some_and(|spec| {
@@ -141,6 +144,9 @@ impl Cluster {
 
     /// The Service `namespace/name`.
     pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        if let Some(found) = self.indexed_service(&(namespace.to_string(), name.to_string())) {
+            return found;
+        }
         self.services.iter().find(|s| {
             s.metadata.namespace.as_deref() == Some(namespace)
                 && s.metadata.name.as_deref() == Some(name)

@@ -59,7 +59,15 @@ pub fn prepare(
             uncovered.insert(record.key(), UncoveredFlow::HostProcess);
             continue;
         }
-        let resolution = resolver.resolve(record);
+        // The destination's address may have belonged to a pod since deleted (and its address
+        // reused) when the flow was seen: resolve it against the cluster of that time.
+        let then = (!cluster.tombstones.is_empty())
+            .then(|| cluster.reassigned_pod(record.destination.ip, record.first_seen))
+            .flatten();
+        let resolution = match then {
+            Some(owner_then) => Resolver::new(&cluster.as_when(owner_then)).resolve(record),
+            None => resolver.resolve(record),
+        };
         if !resolution.notes.is_empty() || !resolution.warnings.is_empty() {
             let key = record.key();
             // A record sent twice in a batch keeps its warnings from the first time.

@@ -160,7 +160,8 @@ impl Service {
                 config.recent_unexpected,
             )?),
             Baseline::Frozen(options) => {
-                let cluster = model.current().expect("the source loaded a model");
+                // A live source publishes its model once every kind is listed.
+                let cluster = model.wait_loaded().await;
                 let policies = synth::recommend(&cluster, &state.flows(), &options)
                     .into_network_policies();
                 if policies.is_empty() {

@@ -16,6 +16,7 @@ use crate::store::BoxFuture;
 #[derive(Default)]
 pub struct ModelCell {
     current: RwLock<Option<Arc<Cluster>>>,
+    loaded: tokio::sync::Notify,
 }
 
 impl ModelCell {
@@ -31,6 +32,26 @@ impl ModelCell {
     /// Replaces the model; batches already resolving keep the one they took.
     pub fn replace(&self, cluster: Cluster) {
         *self.current.write().expect("model lock") = Some(Arc::new(cluster));
+        self.loaded.notify_waiters();
+    }
+
+    /// The model, once a source has loaded one (a live source loads it after its first lists).
+    pub async fn wait_loaded(&self) -> Arc<Cluster> {
+        loop {
+            let notified = self.loaded.notified();
+            if let Some(model) = self.current() {
+                return model;
+            }
+            notified.await;
+        }
+    }
+
+    /// Changes the model in place; a copy is made only while a reader still holds the current
+    /// one (a batch resolving), so readers never see a half-applied change.
+    pub fn update(&self, change: impl FnOnce(&mut Cluster)) {
+        let mut current = self.current.write().expect("model lock");
+        let model = current.get_or_insert_with(Default::default);
+        change(Arc::make_mut(model));
     }
 
     pub fn is_loaded(&self) -> bool {
