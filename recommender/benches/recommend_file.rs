@@ -7,6 +7,7 @@
 //! cargo bench -p recommender --bench recommend_file
 //! FLOWS_BENCH_MB=20 FLOWS_BENCH_RUNS=1 cargo bench -p recommender --bench recommend_file
 //! FLOWS_BENCH_GENERATE_ONLY=1 cargo bench -p recommender --bench recommend_file   # files only
+//! FLOWS_BENCH_BIN=/path/to/another/recommender cargo bench ...   # another build (before/after)
 //! ```
 //!
 //! It writes a cluster snapshot and a flows file of about `FLOWS_BENCH_MB` MB (default 200) to
@@ -300,12 +301,17 @@ fn generate(dir: &Path, megabytes: usize) -> (PathBuf, PathBuf, usize) {
     (cluster_path, flows_path, records)
 }
 
-/// One run under `/usr/bin/time -v`: (wall seconds, peak RSS MiB, exit code).
-fn timed(args: &[&str], stdout: Option<&Path>) -> (f64, f64, i32) {
+/// One run under `/usr/bin/time -v`: wall seconds, CPU seconds (user + system), peak RSS MiB and
+/// exit code. On a shared machine the CPU time is what the command costs; the wall time adds the
+/// waiting.
+fn timed(args: &[&str], stdout: Option<&Path>) -> (f64, f64, f64, i32) {
     let mut command = Command::new("/usr/bin/time");
     command
         .arg("-v")
-        .arg(env!("CARGO_BIN_EXE_recommender"))
+        .arg(
+            std::env::var_os("FLOWS_BENCH_BIN")
+                .unwrap_or_else(|| env!("CARGO_BIN_EXE_recommender").into()),
+        )
         .args(args)
         .stderr(Stdio::piped());
     command.stdout(match stdout {
@@ -330,12 +336,14 @@ fn timed(args: &[&str], stdout: Option<&Path>) -> (f64, f64, i32) {
     let rss_kib: f64 = field("Maximum resident set size (kbytes):")
         .parse()
         .unwrap();
+    let cpu = field("User time (seconds):").parse::<f64>().unwrap()
+        + field("System time (seconds):").parse::<f64>().unwrap();
     let code = stderr
         .lines()
         .find_map(|l| l.trim().strip_prefix("Exit status:"))
         .map(|c| c.trim().parse().unwrap())
         .unwrap_or(-1);
-    (wall, rss_kib / 1024.0, code)
+    (wall, cpu, rss_kib / 1024.0, code)
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -379,17 +387,22 @@ fn main() {
         ("recommend", &recommend[..], Some(policies.as_path())),
         ("verify", &verify[..], None),
     ] {
-        let (mut walls, mut peaks) = (Vec::new(), Vec::new());
+        let (mut walls, mut cpus, mut peaks) = (Vec::new(), Vec::new(), Vec::new());
         for run in 1..=runs {
-            let (wall, rss, code) = timed(args, out);
+            let (wall, cpu, rss, code) = timed(args, out);
             assert_eq!(code, 0, "{what} exited {code}");
-            println!("  {what:<9} run {run}: {wall:>7.2} s wall, {rss:>7.0} MiB peak RSS");
+            println!(
+                "  {what:<9} run {run}: {wall:>7.2} s wall, {cpu:>6.2} s CPU, {rss:>6.0} MiB peak RSS"
+            );
             walls.push(wall);
+            cpus.push(cpu);
             peaks.push(rss);
         }
-        table.push((what, median(walls), median(peaks)));
+        table.push((what, median(walls), median(cpus), median(peaks)));
     }
-    for (what, wall, rss) in table {
-        println!("  {what:<9} median: {wall:>7.2} s wall, {rss:>7.0} MiB peak RSS");
+    for (what, wall, cpu, rss) in table {
+        println!(
+            "  {what:<9} median: {wall:>7.2} s wall, {cpu:>6.2} s CPU, {rss:>6.0} MiB peak RSS"
+        );
     }
 }
