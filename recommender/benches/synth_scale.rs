@@ -12,6 +12,11 @@
 //! ports each. The input is shared the way a `Resolver` shares it: one `Arc` per source workload
 //! and per distinct peer, one record per flow edge. Peak memory is `getrusage(RUSAGE_SELF).ru_maxrss`, read after each phase, so the
 //! figures show what the input itself takes and what synthesis and verification add.
+//!
+//! Each phase is given in wall time and in the process's CPU time (user + system, from
+//! `getrusage`): the bench is single-threaded, so on a machine shared with other work the CPU
+//! time is what the phase costs, and the wall time adds the waiting. The allocator is the one the
+//! `recommender` binary uses (mimalloc), so the figures are the command's.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -24,6 +29,43 @@ use recommender::cluster::Cluster;
 use recommender::policy::{Connection, Endpoint, PodSelector, PolicySet};
 use recommender::resolve::{Observation, Peer, ResolvedFlow, SourceWorkload};
 use recommender::synth::{recommend, render, Options};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn usage() -> libc::rusage {
+    // SAFETY: getrusage only writes the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage failed");
+    usage
+}
+
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let u = usage();
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(u.ru_utime) + secs(u.ru_stime)
+}
+
+/// Wall and CPU seconds since `start`.
+struct Phase {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Phase {
+    fn start() -> Phase {
+        Phase {
+            wall: Instant::now(),
+            cpu: cpu_seconds(),
+        }
+    }
+
+    fn end(&self) -> (f64, f64) {
+        (self.wall.elapsed().as_secs_f64(), cpu_seconds() - self.cpu)
+    }
+}
 
 fn max_rss_mib() -> f64 {
     // SAFETY: getrusage only writes the struct we pass.
@@ -169,9 +211,9 @@ fn main() {
     let per_workload = env_usize("SYNTH_BENCH_EDGES_PER_WORKLOAD", 100);
     let rss_start = max_rss_mib();
 
-    let t = Instant::now();
+    let t = Phase::start();
     let flows = generate(workloads, per_workload);
-    let generate_time = t.elapsed();
+    let generate_time = t.end();
     let rss_input = max_rss_mib();
 
     // The cluster DNS Service, so that DNS is allowed to its pods as in a real cluster.
@@ -185,22 +227,22 @@ fn main() {
         ..Cluster::default()
     };
     let options = Options::default();
-    let t = Instant::now();
+    let t = Phase::start();
     let rec = recommend(&cluster, &flows, &options);
-    let recommend_time = t.elapsed();
+    let recommend_time = t.end();
     let rss_recommend = max_rss_mib();
-    let t = Instant::now();
+    let t = Phase::start();
     let yaml = render(&rec);
-    let render_time = t.elapsed();
+    let render_time = t.end();
     let rss_synth = max_rss_mib();
 
     // Verification: what `verify` does once flows are connections (the evaluator's PolicySet,
     // then one `allows` per flow edge).
-    let t = Instant::now();
+    let t = Phase::start();
     let policies: Vec<NetworkPolicy> = rec.into_network_policies();
     let set = PolicySet::new(&policies);
-    let index_time = t.elapsed();
-    let t = Instant::now();
+    let index_time = t.end();
+    let t = Phase::start();
     let mut denied = 0usize;
     let mut sources: BTreeMap<&str, Endpoint> = BTreeMap::new();
     for f in &flows {
@@ -229,39 +271,43 @@ fn main() {
             denied += 1;
         }
     }
-    let verify_time = t.elapsed();
+    let verify_time = t.end();
     let rss_verify = max_rss_mib();
 
     println!(
         "synth_scale: {workloads} workloads, {} flow edges",
         flows.len()
     );
-    println!(
-        "  generate input          {:>8.3} s",
-        generate_time.as_secs_f64()
+    let line = |what: &str, (wall, cpu): (f64, f64), extra: String| {
+        println!("  {what:<32} {wall:>7.3} s wall {cpu:>7.3} s CPU{extra}");
+    };
+    let sum = |a: (f64, f64), b: (f64, f64)| (a.0 + b.0, a.1 + b.1);
+    line("generate input", generate_time, String::new());
+    line("recommend", recommend_time, String::new());
+    line(
+        "render YAML",
+        render_time,
+        format!(
+            "   ({:.1} MiB, {} policies)",
+            yaml.len() as f64 / 1048576.0,
+            policies.len()
+        ),
     );
-    println!(
-        "  recommend               {:>8.3} s",
-        recommend_time.as_secs_f64()
+    line(
+        "synthesis total",
+        sum(recommend_time, render_time),
+        String::new(),
     );
-    println!(
-        "  render YAML             {:>8.3} s   ({:.1} MiB, {} policies)",
-        render_time.as_secs_f64(),
-        yaml.len() as f64 / 1048576.0,
-        policies.len()
+    line("verify: index policies", index_time, String::new());
+    line(
+        &format!("verify: {} connections", flows.len()),
+        verify_time,
+        format!("   ({denied} denied)"),
     );
-    println!(
-        "  synthesis total         {:>8.3} s",
-        (recommend_time + render_time).as_secs_f64()
-    );
-    println!(
-        "  verify: index policies  {:>8.3} s",
-        index_time.as_secs_f64()
-    );
-    println!(
-        "  verify: {} connections {:>8.3} s   ({denied} denied)",
-        flows.len(),
-        verify_time.as_secs_f64()
+    line(
+        "verification total",
+        sum(index_time, verify_time),
+        String::new(),
     );
     println!("  peak RSS: start {rss_start:.0} MiB, after input {rss_input:.0} MiB, after recommend {rss_recommend:.0} MiB, after render {rss_synth:.0} MiB, after verification {rss_verify:.0} MiB");
     assert_eq!(

@@ -3,12 +3,11 @@
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use flow_model::FlowRecord;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 use crate::cluster::Cluster;
 use crate::error::Error;
-use crate::resolve::merge_records;
+use crate::resolve::MergedRecords;
 
 /// The cluster model from `--cluster` files (the loader logs its notes) and `--service-cidr`.
 pub fn cluster(args: &super::ClusterArgs) -> Result<Cluster, Error> {
@@ -32,23 +31,23 @@ pub fn live_cluster(service_cidrs: Vec<ipnet::IpNet>) -> Result<Cluster, Error> 
     })
 }
 
-/// Every FlowRecord of `--flows` files (`-` is stdin), merged by key: agents report deltas.
-pub fn flows(files: &[PathBuf]) -> Result<Vec<FlowRecord>, Error> {
-    let mut records = Vec::new();
+/// Every FlowRecord of `--flows` files (`-` is stdin), merged by key as it is read (agents report
+/// deltas): the files are streamed, never held.
+pub fn flows(files: &[PathBuf]) -> Result<MergedRecords, Error> {
+    let mut merged = MergedRecords::default();
     for path in files {
         let name = path.display().to_string();
-        let read = if path == Path::new("-") {
-            flow_model::read_records(std::io::stdin().lock(), "stdin")?
+        if path == Path::new("-") {
+            flow_model::for_each_record(std::io::stdin().lock(), "stdin", |r| merged.insert(r))?;
         } else {
             let file = std::fs::File::open(path).map_err(|source| Error::Io {
                 path: path.clone(),
                 source,
             })?;
-            flow_model::read_records(BufReader::new(file), &name)?
-        };
-        records.extend(read);
+            flow_model::for_each_record(BufReader::new(file), &name, |r| merged.insert(r))?;
+        }
     }
-    Ok(merge_records(records))
+    Ok(merged)
 }
 
 /// The policies to judge with: the cluster files' NetworkPolicies, each replaced by a `--policies`

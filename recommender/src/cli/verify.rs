@@ -9,12 +9,13 @@ use crate::resolve::{describe, Resolver};
 pub(super) fn run(args: &VerifyArgs) -> Result<i32, Error> {
     let cluster = inputs::cluster(&args.cluster)?;
     let records = inputs::flows(&args.flows)?;
+    let flows = records.len();
     let policies = inputs::policies(&cluster, &args.policies)?;
     let evaluator = Evaluator::new(&policies)?;
     let (mut checked, mut skipped) = (0usize, 0usize);
     let mut denied = Vec::new();
     let mut resolver = Resolver::new(&cluster);
-    for record in &records {
+    records.drain(|record| {
         let connections = resolver.connections_for(record);
         for note in &connections.notes {
             tracing::warn!("{note}");
@@ -34,11 +35,11 @@ pub(super) fn run(args: &VerifyArgs) -> Result<i32, Error> {
                 denied.push(format!("{}{via}: {}\n", describe(record), judgement.reason));
             }
         }
-    }
+    });
     print(&denied.concat())?;
     eprintln!(
         "verify: {} flows, {checked} connections checked, {} denied, {skipped} flows skipped",
-        records.len(),
+        flows,
         denied.len()
     );
     Ok(if denied.is_empty() { 0 } else { 1 })

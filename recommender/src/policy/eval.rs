@@ -18,6 +18,8 @@
 //! allocating, which is what `verify` and monitor mode run per flow.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState as FastHash;
 use std::ops::Range;
 
 use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
@@ -45,7 +47,7 @@ impl Rule {
         peers: Option<&Vec<NetworkPolicyPeer>>,
         ports: Option<&Vec<NetworkPolicyPort>>,
         namespace: &str,
-        context: &str,
+        context: &dyn std::fmt::Display,
         problems: &mut Vec<String>,
     ) -> Rule {
         Rule {
@@ -53,7 +55,9 @@ impl Rule {
                 .into_iter()
                 .flatten()
                 .enumerate()
-                .map(|(i, p)| Peer::compile(p, namespace, &format!("{context} peer {i}"), problems))
+                .map(|(i, p)| {
+                    Peer::compile(p, namespace, &format_args!("{context} peer {i}"), problems)
+                })
                 .collect(),
             ports: Ports::compile(ports, context, problems),
         }
@@ -114,7 +118,7 @@ fn compile(np: &NetworkPolicy, problems: &mut Vec<String>) -> CompiledPolicy {
     let pod_selector = match &spec.pod_selector {
         // Absent podSelector defaults to the empty selector: every pod in the namespace.
         None => Selector::everything(),
-        Some(s) => Selector::compile(s, &format!("{id} podSelector"), problems),
+        Some(s) => Selector::compile(s, &format_args!("{id} podSelector"), problems),
     };
     let (mut has_ingress, mut has_egress) = (false, false);
     match spec.policy_types.as_deref() {
@@ -138,12 +142,13 @@ fn compile(np: &NetworkPolicy, problems: &mut Vec<String>) -> CompiledPolicy {
             .flatten()
             .enumerate()
             .map(|(i, r)| {
-                let context = format!("{id} egress rule {i}");
+                // Formatted only if a problem is reported: compiling ten thousand policies
+                // must not format a context per rule, peer and port.
                 Rule::compile(
                     r.to.as_ref(),
                     r.ports.as_ref(),
                     namespace,
-                    &context,
+                    &format_args!("{id} egress rule {i}"),
                     problems,
                 )
             })
@@ -155,12 +160,13 @@ fn compile(np: &NetworkPolicy, problems: &mut Vec<String>) -> CompiledPolicy {
             .flatten()
             .enumerate()
             .map(|(i, r)| {
-                let context = format!("{id} ingress rule {i}");
+                // Formatted only if a problem is reported: compiling ten thousand policies
+                // must not format a context per rule, peer and port.
                 Rule::compile(
                     r.from.as_ref(),
                     r.ports.as_ref(),
                     namespace,
-                    &context,
+                    &format_args!("{id} ingress rule {i}"),
                     problems,
                 )
             })
@@ -196,7 +202,7 @@ struct NamespaceIndex {
     all: Range<usize>,
     /// Policies whose podSelector requires some label, by that label's key and value: a pod
     /// without the label cannot be selected by them.
-    by_label: HashMap<String, HashMap<String, Vec<usize>>>,
+    by_label: HashMap<String, HashMap<String, Vec<usize>, FastHash>, FastHash>,
     /// The others (`{}`, expressions only): always candidates.
     unkeyed: Vec<usize>,
 }
@@ -206,7 +212,7 @@ struct NamespaceIndex {
 pub struct PolicySet {
     /// Sorted by `namespace/name`, so that verdicts do not depend on the input order.
     policies: Vec<CompiledPolicy>,
-    by_namespace: HashMap<String, NamespaceIndex>,
+    by_namespace: HashMap<String, NamespaceIndex, FastHash>,
     problems: Vec<String>,
 }
 
@@ -236,7 +242,7 @@ impl PolicySet {
                 ));
             }
         }
-        let mut by_namespace: HashMap<String, NamespaceIndex> = HashMap::new();
+        let mut by_namespace: HashMap<String, NamespaceIndex, FastHash> = HashMap::default();
         for (i, (ns, policy)) in keyed.iter().enumerate() {
             let index = by_namespace.entry(ns.clone()).or_insert(NamespaceIndex {
                 all: i..i,

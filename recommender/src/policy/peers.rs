@@ -64,7 +64,7 @@ impl Peer {
     pub fn compile(
         peer: &NetworkPolicyPeer,
         policy_namespace: &str,
-        context: &str,
+        context: &dyn std::fmt::Display,
         problems: &mut Vec<String>,
     ) -> Peer {
         let invalid = |problems: &mut Vec<String>, msg: String| {
@@ -109,13 +109,15 @@ impl Peer {
                     None => Namespaces::Own(policy_namespace.to_string()),
                     Some(s) => Namespaces::Matching(Selector::compile(
                         s,
-                        &format!("{context} namespaceSelector"),
+                        &format_args!("{context} namespaceSelector"),
                         problems,
                     )),
                 };
                 let pods = match pods {
                     None => Selector::everything(),
-                    Some(s) => Selector::compile(s, &format!("{context} podSelector"), problems),
+                    Some(s) => {
+                        Selector::compile(s, &format_args!("{context} podSelector"), problems)
+                    }
                 };
                 Peer(PeerMatch::Pods { namespaces, pods })
             }
@@ -170,7 +172,7 @@ mod tests {
     fn peer(yaml: &str) -> (Peer, Vec<String>) {
         let p: NetworkPolicyPeer = serde_yaml::from_str(yaml).unwrap();
         let mut problems = Vec::new();
-        (Peer::compile(&p, "shop", "t", &mut problems), problems)
+        (Peer::compile(&p, "shop", &"t", &mut problems), problems)
     }
 
     fn ip(s: &str) -> Endpoint {

@@ -37,7 +37,11 @@ pub struct Port {
 
 impl Port {
     /// Compiles one `ports` entry; problems are appended with `context` as prefix.
-    pub fn compile(p: &NetworkPolicyPort, context: &str, problems: &mut Vec<String>) -> Port {
+    pub fn compile(
+        p: &NetworkPolicyPort,
+        context: &dyn std::fmt::Display,
+        problems: &mut Vec<String>,
+    ) -> Port {
         let mut invalid = |msg: String| {
             problems.push(format!("{context}: {msg} (the port entry matches nothing)"));
             PortMatch::Invalid
@@ -106,7 +110,7 @@ pub struct Ports(Vec<Port>);
 impl Ports {
     pub fn compile(
         ports: Option<&Vec<NetworkPolicyPort>>,
-        context: &str,
+        context: &dyn std::fmt::Display,
         problems: &mut Vec<String>,
     ) -> Ports {
         Ports(
@@ -114,7 +118,7 @@ impl Ports {
                 .into_iter()
                 .flatten()
                 .enumerate()
-                .map(|(i, p)| Port::compile(p, &format!("{context} port {i}"), problems))
+                .map(|(i, p)| Port::compile(p, &format_args!("{context} port {i}"), problems))
                 .collect(),
         )
     }
@@ -145,7 +149,7 @@ mod tests {
     fn port(yaml: &str) -> (Port, Vec<String>) {
         let p: NetworkPolicyPort = serde_yaml::from_str(yaml).unwrap();
         let mut problems = Vec::new();
-        (Port::compile(&p, "t", &mut problems), problems)
+        (Port::compile(&p, &"t", &mut problems), problems)
     }
 
     fn pod(ports: Vec<NamedPort>) -> Endpoint {
@@ -223,10 +227,10 @@ mod tests {
 
     #[test]
     fn empty_list_allows_everything() {
-        let ports = Ports::compile(Some(&Vec::new()), "t", &mut Vec::new());
+        let ports = Ports::compile(Some(&Vec::new()), &"t", &mut Vec::new());
         let ip = Endpoint::Ip("10.0.0.1".parse().unwrap());
         assert_eq!(ports.matching(Protocol::Sctp, 1, &ip), Some(None));
-        let ports = Ports::compile(None, "t", &mut Vec::new());
+        let ports = Ports::compile(None, &"t", &mut Vec::new());
         assert_eq!(ports.matching(Protocol::Udp, 65535, &ip), Some(None));
     }
 }

@@ -130,7 +130,11 @@ impl Selector {
 
     /// Compiles `selector`; problems (which make it match nothing) are appended to `problems`,
     /// each prefixed with `context`.
-    pub fn compile(selector: &LabelSelector, context: &str, problems: &mut Vec<String>) -> Self {
+    pub fn compile(
+        selector: &LabelSelector,
+        context: &dyn std::fmt::Display,
+        problems: &mut Vec<String>,
+    ) -> Self {
         let mut requirements = Vec::new();
         let mut invalid = false;
         for (key, value) in selector.match_labels.iter().flatten() {
@@ -326,7 +330,7 @@ impl From<BTreeMap<String, String>> for PodSelector {
 /// Convenience for one-off matching: compiles and matches, ignoring problems (an invalid selector
 /// matches nothing).
 pub fn selector_matches(selector: &LabelSelector, labels: &impl Labels) -> bool {
-    Selector::compile(selector, "", &mut Vec::new()).matches(labels)
+    Selector::compile(selector, &"", &mut Vec::new()).matches(labels)
 }
 
 #[cfg(test)]
@@ -336,7 +340,7 @@ mod tests {
     fn sel(yaml: &str) -> Selector {
         let s: LabelSelector = serde_yaml::from_str(yaml).unwrap();
         let mut problems = Vec::new();
-        let compiled = Selector::compile(&s, "test", &mut problems);
+        let compiled = Selector::compile(&s, &"test", &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
         compiled
     }
@@ -406,7 +410,7 @@ mod tests {
         ] {
             let s: LabelSelector = serde_yaml::from_str(yaml).unwrap();
             let mut problems = Vec::new();
-            let compiled = Selector::compile(&s, "p", &mut problems);
+            let compiled = Selector::compile(&s, &"p", &mut problems);
             assert_eq!(problems.len(), 1, "{yaml}");
             assert!(!compiled.matches(&labels(&[("env", "a")])), "{yaml}");
             assert!(!compiled.matches(&labels(&[])), "{yaml}");
@@ -427,7 +431,7 @@ mod tests {
         assert!(!s.matches(&labels(&[("app", "api"), ("track", "canary"), ("env", "")])));
         assert!(!s.matches(&labels(&[("app", "api"), ("track", "beta")])));
         // The compiled form agrees with the value on what it selects.
-        let compiled = Selector::compile(&s.to_label_selector(), "t", &mut Vec::new());
+        let compiled = Selector::compile(&s.to_label_selector(), &"t", &mut Vec::new());
         for l in [
             labels(&[("app", "api"), ("track", "beta"), ("env", "")]),
             labels(&[("app", "api"), ("track", "canary"), ("env", "")]),

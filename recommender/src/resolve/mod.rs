@@ -40,7 +40,8 @@
 //! [`connections_for`] reads the same cluster the same way for the evaluator.
 //!
 //! Modules: `model` (what resolution produces), `observation` (what was seen of an edge),
-//! `records` (naming and merging records and edges), `source` and `destination` (the rules above),
+//! `records` (naming and merging records and edges), `merged` (records merged by key as they are
+//! read, held compactly), `source` and `destination` (the rules above),
 //! `address` (addresses that are not peers), `facts` (what every destination looks up, computed
 //! once per cluster), `connections` (evaluator endpoints and connections), `resolver` (all of it
 //! memoized for many records against one cluster).
@@ -53,6 +54,7 @@ mod address;
 mod connections;
 mod destination;
 mod facts;
+mod merged;
 mod model;
 mod observation;
 mod records;
@@ -61,9 +63,10 @@ mod source;
 
 pub use connections::{connections_to, endpoint_of_pod, ip_endpoint, pod_endpoint, Connections};
 pub use facts::Facts;
+pub use merged::MergedRecords;
 pub use model::{EdgeKey, Peer, Resolution, ResolvedFlow, SourceWorkload, Warning, WarningReason};
 pub use observation::Observation;
-pub use records::{describe, merge_edges, merge_records};
+pub use records::{describe, merge_edges, merge_records, Edges};
 pub use resolver::Resolver;
 
 /// Resolves every record (merge them with [`merge_records`] first), with one [`Resolver`].

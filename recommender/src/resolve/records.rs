@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use flow_model::{FlowRecord, SourceKind};
 
-use super::model::ResolvedFlow;
+use super::merged::MergedRecords;
+use super::model::{Peer, ResolvedFlow, SourceWorkload};
 
 /// `source → ip:port/PROTO`, to name a record in notes and reports.
 pub fn describe(record: &FlowRecord) -> String {
@@ -24,32 +25,34 @@ pub fn describe(record: &FlowRecord) -> String {
 
 /// Records merged by [`FlowRecord::key`] (they are deltas of the same flows), in key order.
 pub fn merge_records(records: impl IntoIterator<Item = FlowRecord>) -> Vec<FlowRecord> {
-    let mut merged: BTreeMap<flow_model::FlowKey, FlowRecord> = BTreeMap::new();
+    let mut merged = MergedRecords::default();
     for record in records {
-        match merged.entry(record.key()) {
-            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&record),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(record);
-            }
-        }
+        merged.insert(record);
     }
-    merged.into_values().collect()
+    merged.into_vec()
 }
 
-/// Resolved flows merged by edge ([`ResolvedFlow::key`]), their observations folded together, in
-/// edge order. What the store keeps, and what `recommend` synthesizes from, so that both give the
+/// The key of an edge, its source and peer shared with the flows it came from.
+type OwnedEdgeKey = (Arc<SourceWorkload>, Arc<Peer>, u16, flow_model::Protocol);
+
+/// Resolved flows merged by edge as they come ([`ResolvedFlow::key`]), their observations folded
+/// together: what the store keeps, and what `recommend` synthesizes from, so that both give the
 /// same policies for the same traffic.
-pub fn merge_edges(flows: impl IntoIterator<Item = ResolvedFlow>) -> Vec<ResolvedFlow> {
-    let mut merged: BTreeMap<(Arc<_>, Arc<_>, u16, flow_model::Protocol), ResolvedFlow> =
-        BTreeMap::new();
-    for flow in flows {
+#[derive(Debug, Default)]
+pub struct Edges {
+    merged: BTreeMap<OwnedEdgeKey, ResolvedFlow>,
+}
+
+impl Edges {
+    /// Folds one flow in.
+    pub fn add(&mut self, flow: ResolvedFlow) {
         let key = (
             Arc::clone(&flow.source),
             Arc::clone(&flow.peer),
             flow.port,
             flow.protocol,
         );
-        match merged.entry(key) {
+        match self.merged.entry(key) {
             std::collections::btree_map::Entry::Occupied(mut e) => {
                 // Two records may observe exactly the same thing (same window, same count): both
                 // happened, both count.
@@ -60,13 +63,26 @@ pub fn merge_edges(flows: impl IntoIterator<Item = ResolvedFlow>) -> Vec<Resolve
             }
         }
     }
-    merged.into_values().collect()
+
+    /// The edges, in edge order.
+    pub fn into_vec(self) -> Vec<ResolvedFlow> {
+        self.merged.into_values().collect()
+    }
+}
+
+/// Resolved flows merged by edge (see [`Edges`]), in edge order.
+pub fn merge_edges(flows: impl IntoIterator<Item = ResolvedFlow>) -> Vec<ResolvedFlow> {
+    let mut edges = Edges::default();
+    for flow in flows {
+        edges.add(flow);
+    }
+    edges.into_vec()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resolve::{Observation, Peer, SourceWorkload};
+    use crate::resolve::Observation;
 
     #[test]
     fn equal_observations_of_one_edge_both_count() {

@@ -13,6 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState as FastHash;
+
 use flow_model::{FlowRecord, Protocol, SourceKind, WorkloadRef};
 
 use super::address::service_name;
@@ -63,15 +65,15 @@ fn destination_key(record: &FlowRecord) -> DestinationKey {
 pub struct Resolver<'c> {
     cluster: &'c Cluster,
     facts: Facts,
-    sources: HashMap<SourceKey, Result<Arc<SourceWorkload>, String>>,
-    destinations: HashMap<DestinationKey, DestinationPeers>,
+    sources: HashMap<SourceKey, Result<Arc<SourceWorkload>, String>, FastHash>,
+    destinations: HashMap<DestinationKey, DestinationPeers, FastHash>,
     /// Every distinct source workload and peer handed out, to share them across keys (the pods
     /// of a workload have keys of their own, and so does each port of a peer).
     known_sources: BTreeSet<Arc<SourceWorkload>>,
     known_peers: BTreeSet<Arc<Peer>>,
     /// By source and address family (a pod's address depends on it).
-    source_endpoints: HashMap<(SourceKey, bool), Result<Endpoint, String>>,
-    targets: HashMap<DestinationKey, Targets>,
+    source_endpoints: HashMap<(SourceKey, bool), Result<Endpoint, String>, FastHash>,
+    targets: HashMap<DestinationKey, Targets, FastHash>,
 }
 
 impl<'c> Resolver<'c> {
@@ -79,12 +81,12 @@ impl<'c> Resolver<'c> {
         Resolver {
             cluster,
             facts: Facts::of(cluster),
-            sources: HashMap::new(),
-            destinations: HashMap::new(),
+            sources: HashMap::default(),
+            destinations: HashMap::default(),
             known_sources: BTreeSet::new(),
             known_peers: BTreeSet::new(),
-            source_endpoints: HashMap::new(),
-            targets: HashMap::new(),
+            source_endpoints: HashMap::default(),
+            targets: HashMap::default(),
         }
     }
 

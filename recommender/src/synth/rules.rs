@@ -1,7 +1,7 @@
 //! Pieces every policy builder shares: rules from peers grouped by port set, the observation
 //! annotations, and how a workload is named in comments.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use flow_model::WorkloadRef;
 
@@ -22,9 +22,11 @@ pub fn annotate_observed<'a, E: Ord>(
     observed: impl Iterator<Item = (E, &'a Observation)>,
 ) {
     let mut window: Option<(jiff::Timestamp, jiff::Timestamp)> = None;
-    let mut edges = BTreeSet::new();
+    // Sorted and deduplicated once rather than a set grown per flow: a workload's flows come
+    // mostly in edge order, which the sort only checks.
+    let mut edges = Vec::new();
     for (edge, o) in observed {
-        edges.insert(edge);
+        edges.push(edge);
         window = Some(match window {
             None => (o.first_seen, o.last_seen),
             Some((from, to)) => (from.min(o.first_seen), to.max(o.last_seen)),
@@ -34,6 +36,8 @@ pub fn annotate_observed<'a, E: Ord>(
         plan.annotate("observed-from", from.to_string());
         plan.annotate("observed-to", to.to_string());
     }
+    edges.sort_unstable();
+    edges.dedup();
     plan.annotate("edges", edges.len().to_string());
 }
 
