@@ -255,7 +255,7 @@ fn hostile_pods_files_are_refused_with_a_position() {
     .unwrap_err();
     assert!(
         err.to_string()
-            .starts_with("p.yaml:2:136: not valid YAML: nested deeper than 128"),
+            .starts_with("p.yaml:2:135: not valid YAML: nested deeper than 128"),
         "{err}"
     );
     let err = parse_pods(&"[".repeat(100_000), "p.json").unwrap_err();

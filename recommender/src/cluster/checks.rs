@@ -148,7 +148,7 @@ fn endpoint_slices(cluster: &Cluster, notes: &mut Vec<String>) {
             }
         }
         let fqdn = slice.address_type == "FQDN";
-        for endpoint in &slice.endpoints {
+        for endpoint in slice.endpoints.iter().flatten() {
             for address in &endpoint.addresses {
                 if !fqdn && address.parse::<IpAddr>().is_err() {
                     notes.push(format!(
