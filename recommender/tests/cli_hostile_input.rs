@@ -94,10 +94,15 @@ fn deep_json_is_refused_in_cluster_and_flows_files() {
         recommend(&[deep.clone()], &file("flows.jsonl")),
         &[&format!("{deep}:1:"), "nested deeper than 128"],
     );
-    let deep_flow = write("deep.jsonl", &format!("{{\"node\":{}", "[".repeat(100_000)));
+    // In a field the reader does not know: serde_json skips it in one linear pass, without
+    // recursion, and finds the line unfinished.
+    let deep_flow = write(
+        "deep.jsonl",
+        &format!("{{\"extra\":{}", "[".repeat(100_000)),
+    );
     refused(
         recommend(&fixture_cluster(), &deep_flow),
-        &[&format!("{deep_flow}:1:"), "recursion limit exceeded"],
+        &[&format!("{deep_flow}:1:"), "not a FlowRecord"],
     );
 }
 
@@ -135,9 +140,16 @@ fn billion_laughs_is_refused_at_the_alias_that_crosses_the_budget() {
 #[test]
 fn a_byte_order_mark_changes_nothing_in_any_file() {
     let bom = |path: &str| {
+        // `cluster/shop.yaml` and `policies/shop.yaml`: the directory keeps them apart.
+        let path = PathBuf::from(path);
         let name = format!(
-            "bom-{}",
-            PathBuf::from(path).file_name().unwrap().to_string_lossy()
+            "bom-{}-{}",
+            path.parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy(),
+            path.file_name().unwrap().to_string_lossy()
         );
         write(
             &name,

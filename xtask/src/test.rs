@@ -65,7 +65,10 @@ pub enum Budget {
 /// `fuzz/seeds/TARGET` are read as well.
 pub fn fuzz(_tools: &Tools, target: &str, budget: Budget) -> Result<()> {
     if !FUZZ_TARGETS.contains(&target) {
-        bail!("no fuzz target {target} (targets: {})", FUZZ_TARGETS.join(", "));
+        bail!(
+            "no fuzz target {target} (targets: {})",
+            FUZZ_TARGETS.join(", ")
+        );
     }
     eprintln!("xtask: fuzzing {target} ({budget:?})");
     let corpus = format!("{FUZZ_DIR}/corpus/{target}");
