@@ -1,7 +1,7 @@
 //! What deep YAML costs: serde_yaml alone (the reader before `documents`) against
 //! `flow_model::documents::parse`, for nested sequences N deep. See BENCHMARKS.md.
 //!
-//! `cargo run --release -p flow-model --example deep_yaml -- 1000 5000 10000 20000 100000`
+//! `cargo run -p flow-model --example deep_yaml -- 1000 2500 5000 10000 100000`
 //! (serde_yaml alone is skipped past 20,000: it takes minutes).
 
 use std::time::Instant;
