@@ -38,6 +38,9 @@ enum Task {
         #[command(subcommand)]
         worker: bench::worker::Worker,
     },
+    /// A container of the lab (HTTP, database and DNS clients and servers), run inside its pod.
+    #[command(hide = true)]
+    LabPod(lab::pod::PodArgs),
     /// Fuzz one target for a while (`cargo xtask fuzz cluster_file --seconds 600`, or
     /// `--runs 10000000` for a number of executions).
     Fuzz {
@@ -56,6 +59,7 @@ fn main() {
         Task::Setup => setup::run().map(|_| ()),
         Task::Test { fuzz_seconds } => test::run(fuzz_seconds),
         Task::Lab(args) => lab::run(&args),
+        Task::LabPod(args) => lab::pod::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::BenchWorker { worker } => bench::worker::run(&worker),
         Task::Fuzz {
