@@ -78,7 +78,7 @@ fn deep_yaml_is_refused_in_cluster_and_policy_files() {
     // The key `items` is one level, so the 128th bracket (column 8 + 127) is one too many.
     let at = format!("{deep}:3:135:");
     refused(
-        recommend(&[deep.clone()], &flows),
+        recommend(std::slice::from_ref(&deep), &flows),
         &[&at, "nested deeper than 128 levels"],
     );
     refused(
@@ -91,7 +91,7 @@ fn deep_yaml_is_refused_in_cluster_and_policy_files() {
 fn deep_json_is_refused_in_cluster_and_flows_files() {
     let deep = write("deep.json", &"[".repeat(100_000));
     refused(
-        recommend(&[deep.clone()], &file("flows.jsonl")),
+        recommend(std::slice::from_ref(&deep), &file("flows.jsonl")),
         &[&format!("{deep}:1:"), "nested deeper than 128"],
     );
     // In a field the reader does not know: serde_json skips it in one linear pass, without
@@ -117,7 +117,7 @@ fn billion_laughs_is_refused_at_the_alias_that_crosses_the_budget() {
     }
     let laughs = write("laughs.yaml", &text);
     let e = refused(
-        recommend(&[laughs.clone()], &file("flows.jsonl")),
+        recommend(std::slice::from_ref(&laughs), &file("flows.jsonl")),
         &["alias *e expands the file past"],
     );
     // Line 10 (`f: &f [*e,...]`), at one of its aliases.
