@@ -11,7 +11,6 @@ use std::time::SystemTime;
 
 use flow_model::WorkloadRef;
 use k8s_openapi::api::core::v1::Pod;
-use serde::Deserialize as _;
 
 /// What the agent needs of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,12 +30,9 @@ pub enum Error {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path}:{position}: not JSON/YAML: {message}")]
-    Syntax {
-        path: String,
-        position: String,
-        message: String,
-    },
+    /// Not JSON or YAML, or past the limits every input file has (see `flow_model::documents`).
+    #[error(transparent)]
+    Syntax(#[from] flow_model::documents::DocumentError),
     #[error("{path}: {position}: not a Pod: {message}")]
     NotAPod {
         path: String,
@@ -48,34 +44,10 @@ pub enum Error {
 /// Parses a pods file's text. `path` only names the input in errors.
 pub fn parse_pods(text: &str, path: &str) -> Result<Vec<PodInfo>, Error> {
     let mut pods = Vec::new();
-    // JSON is YAML, but serde_json's errors name the line and column of JSON input precisely.
-    if text.trim_start().starts_with('{') {
-        let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::Syntax {
-            path: path.to_owned(),
-            position: format!("{}:{}", e.line(), e.column()),
-            message: e.to_string(),
-        })?;
-        collect_document(doc, path, "document 1", &mut pods)?;
-        return Ok(pods);
-    }
-    for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let value = serde_yaml::Value::deserialize(document).map_err(|e| Error::Syntax {
-            path: path.to_owned(),
-            position: e
-                .location()
-                .map(|l| format!("{}:{}", l.line(), l.column()))
-                .unwrap_or_else(|| format!("document {}", index + 1)),
-            message: e.to_string(),
-        })?;
-        if value.is_null() {
-            continue; // an empty document, e.g. after a trailing `---`
-        }
-        let doc = serde_json::to_value(value).map_err(|e| Error::NotAPod {
-            path: path.to_owned(),
-            position: format!("document {}", index + 1),
-            message: e.to_string(),
-        })?;
-        collect_document(doc, path, &format!("document {}", index + 1), &mut pods)?;
+    let (_, documents) = flow_model::documents::parse(text, path)?;
+    for document in documents {
+        let position = format!("document {}", document.number);
+        collect_document(document.value, path, &position, &mut pods)?;
     }
     Ok(pods)
 }

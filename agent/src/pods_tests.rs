@@ -244,3 +244,38 @@ metadata:
     assert_eq!(workload(&pods[0]), ("Deployment", "web"));
     assert_eq!(pods[0].labels.len(), 2);
 }
+
+#[test]
+fn hostile_pods_files_are_refused_with_a_position() {
+    // 100,000 nested sequences: refused by the shared reader's depth limit, not parsed.
+    let err = parse_pods(
+        &format!("kind: List\nitems: {}", "[".repeat(100_000)),
+        "p.yaml",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("p.yaml:2:135: not valid YAML: nested deeper than 128"),
+        "{err}"
+    );
+    let err = parse_pods(&"[".repeat(100_000), "p.json").unwrap_err();
+    assert!(err.to_string().contains("nested deeper than 128"), "{err}");
+    // Billion laughs: refused at the alias that crosses the budget.
+    let mut text = String::from("a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n");
+    for pair in ["a", "b", "c", "d", "e", "f", "g"].windows(2) {
+        let aliases = vec![format!("*{}", pair[0]); 9].join(",");
+        text.push_str(&format!("{}: &{} [{aliases}]\n", pair[1], pair[1]));
+    }
+    let err = parse_pods(&text, "p.yaml").unwrap_err();
+    assert!(err.to_string().starts_with("p.yaml:6:"), "{err}");
+    assert!(err.to_string().contains("alias *e expands"), "{err}");
+}
+
+#[test]
+fn a_byte_order_mark_is_tolerated() {
+    let json = format!("\u{feff}{}", pod_json(UID_WEB, "web-1", None, None));
+    assert_eq!(one(&json).name, "web-1");
+    let yaml =
+        format!("\u{feff}apiVersion: v1\nkind: Pod\nmetadata: {{name: a, uid: {UID_WEB}}}\n");
+    assert_eq!(one(&yaml).name, "a");
+}

@@ -10,6 +10,7 @@
 //! contradicts itself ([`FlowRecord::check`]).
 
 pub mod batch;
+pub mod documents;
 
 use std::collections::BTreeMap;
 use std::io::BufRead;

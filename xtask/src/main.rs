@@ -23,8 +23,8 @@ enum Task {
     Setup,
     /// Set up, then run formatting and lint checks, a bounded fuzz run and every test.
     Test {
-        /// Seconds of fuzzing for each fuzz target.
-        #[arg(long, default_value_t = 60)]
+        /// Seconds of fuzzing for each fuzz target (six targets: about 3 minutes in all).
+        #[arg(long, default_value_t = 30)]
         fuzz_seconds: u64,
     },
     /// Set up, then run the whole system on this machine and show what it learned.
@@ -41,12 +41,15 @@ enum Task {
     /// A container of the lab (HTTP, database and DNS clients and servers), run inside its pod.
     #[command(hide = true)]
     LabPod(lab::pod::PodArgs),
-    /// Fuzz one target for a while (`cargo xtask fuzz dns_answer --seconds 600`).
+    /// Fuzz one target for a while (`cargo xtask fuzz cluster_file --seconds 600`, or
+    /// `--runs 10000000` for a number of executions).
     Fuzz {
         #[arg(default_value = "dns_answer")]
         target: String,
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 60, conflicts_with = "runs")]
         seconds: u64,
+        #[arg(long)]
+        runs: Option<u64>,
     },
 }
 
@@ -59,8 +62,13 @@ fn main() {
         Task::LabPod(args) => lab::pod::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::BenchWorker { worker } => bench::worker::run(&worker),
-        Task::Fuzz { target, seconds } => {
-            setup::run().and_then(|tools| test::fuzz(&tools, &target, seconds))
+        Task::Fuzz {
+            target,
+            seconds,
+            runs,
+        } => {
+            let budget = runs.map_or(test::Budget::Seconds(seconds), test::Budget::Runs);
+            setup::run().and_then(|tools| test::fuzz(&tools, &target, budget))
         }
     };
     if let Err(error) = result {

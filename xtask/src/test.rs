@@ -8,8 +8,18 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::{command, exec, is_root};
 use crate::setup::{self, Tools};
 
-/// Fuzz targets and the crate directory that holds them.
-const FUZZ_TARGETS: &[(&str, &str)] = &[("agent/fuzz", "dns_answer")];
+/// The crate that holds every fuzz target (a workspace of its own: nightly and cargo-fuzz).
+const FUZZ_DIR: &str = "fuzz";
+
+/// Fuzz targets, each run for a bounded time by `cargo xtask test` (see `fuzz/Cargo.toml`).
+pub const FUZZ_TARGETS: &[&str] = &[
+    "dns_answer",
+    "dns_stream",
+    "cgroup_path",
+    "cluster_file",
+    "pods_file",
+    "ingest_body",
+];
 
 pub fn run(fuzz_seconds: u64) -> Result<()> {
     if !is_root() {
@@ -27,8 +37,8 @@ pub fn run(fuzz_seconds: u64) -> Result<()> {
         "--lib",
         "--no-default-features",
     ]))?;
-    for (_, target) in FUZZ_TARGETS {
-        fuzz(&tools, target, fuzz_seconds)?;
+    for target in FUZZ_TARGETS {
+        fuzz(&tools, target, Budget::Seconds(fuzz_seconds))?;
     }
     let mut totals = cargo_test(&tools)?;
     // The lab: the whole system end to end (agent → serve in learning mode → export, validate,
@@ -51,21 +61,45 @@ pub fn run(fuzz_seconds: u64) -> Result<()> {
     Ok(())
 }
 
-/// Runs one cargo-fuzz target for a bounded time; a crash fails the run.
-pub fn fuzz(_tools: &Tools, target: &str, seconds: u64) -> Result<()> {
-    let (dir, _) = FUZZ_TARGETS
-        .iter()
-        .find(|(_, t)| *t == target)
-        .with_context(|| format!("no fuzz target {target}"))?;
-    eprintln!("xtask: fuzzing {target} for {seconds} s");
-    exec(
-        command("cargo")
-            .args(["+nightly", "fuzz", "run", "--fuzz-dir", dir, target, "--"])
-            .arg(format!("-max_total_time={seconds}"))
-            .arg("-rss_limit_mb=2048")
-            // The fuzz targets never load the kernel programs: don't build them a second time.
-            .env("AYA_BUILD_SKIP", "1"),
-    )
+/// How long one fuzz run goes on.
+#[derive(Clone, Copy, Debug)]
+pub enum Budget {
+    Seconds(u64),
+    /// A number of executions (`-runs=N`), for the figures in BENCHMARKS.md.
+    Runs(u64),
+}
+
+/// Runs one cargo-fuzz target within `budget`; a crash (or a leak, or an input slower than 10 s)
+/// fails the run. The corpus grows in `fuzz/corpus/TARGET` (not committed); the seeds in
+/// `fuzz/seeds/TARGET` are read as well.
+pub fn fuzz(_tools: &Tools, target: &str, budget: Budget) -> Result<()> {
+    if !FUZZ_TARGETS.contains(&target) {
+        bail!(
+            "no fuzz target {target} (targets: {})",
+            FUZZ_TARGETS.join(", ")
+        );
+    }
+    eprintln!("xtask: fuzzing {target} ({budget:?})");
+    let corpus = format!("{FUZZ_DIR}/corpus/{target}");
+    std::fs::create_dir_all(&corpus).with_context(|| format!("cannot create {corpus}"))?;
+    let mut cmd = command("cargo");
+    cmd.args(["+nightly", "fuzz", "run", "--fuzz-dir", FUZZ_DIR, target])
+        .arg(format!("corpus/{target}"));
+    let seeds = format!("{FUZZ_DIR}/seeds/{target}");
+    if std::path::Path::new(&seeds).is_dir() {
+        cmd.arg(format!("seeds/{target}"));
+    }
+    cmd.arg("--")
+        .arg(match budget {
+            Budget::Seconds(s) => format!("-max_total_time={s}"),
+            Budget::Runs(n) => format!("-runs={n}"),
+        })
+        .arg("-timeout=10")
+        .arg("-rss_limit_mb=2048")
+        .arg("-print_final_stats=1")
+        // The fuzz targets never load the kernel programs: don't build them a second time.
+        .env("AYA_BUILD_SKIP", "1");
+    exec(&mut cmd)
 }
 
 #[derive(Default)]

@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::{Metadata, Resource};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::Cluster;
@@ -37,8 +36,15 @@ impl Cluster {
             })?;
             loaded.cluster.add_text(&text, path, &mut loaded.notes)?;
         }
-        loaded.cluster.dedup();
+        // Objects that cannot all be true at once, or that hold values no API server would
+        // serve: named, never dropped silently.
+        let mut odd = loaded.cluster.dedup();
         loaded.cluster.reindex();
+        odd.extend(super::checks::check(&loaded.cluster));
+        for note in &odd {
+            tracing::warn!("{note}");
+        }
+        loaded.notes.extend(odd);
         Ok(loaded)
     }
 
@@ -56,37 +62,19 @@ impl Cluster {
             items: Vec::new(),
             notes,
         };
-        // YAML is a superset of JSON, but serde_json gives better positions for JSON errors.
-        if matches!(text.trim_start().chars().next(), Some('{' | '[')) {
-            for (index, document) in serde_json::Deserializer::from_str(text)
-                .into_iter::<Value>()
-                .enumerate()
-            {
-                let document = document.map_err(|e| Error::Syntax {
-                    path: path.to_owned(),
-                    line: e.line(),
-                    column: e.column(),
-                    format: "JSON",
-                    message: e.to_string(),
-                })?;
-                ctx.document = index + 1;
-                self.add_value(document, &mut ctx)?;
-            }
-        } else {
-            for (index, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
-                let document = Value::deserialize(document).map_err(|e| {
-                    let location = e.location();
-                    Error::Syntax {
-                        path: path.to_owned(),
-                        line: location.as_ref().map_or(0, |l| l.line()),
-                        column: location.as_ref().map_or(0, |l| l.column()),
-                        format: "YAML",
-                        message: e.to_string(),
-                    }
-                })?;
-                ctx.document = index + 1;
-                self.add_value(document, &mut ctx)?;
-            }
+        // One reader for every input file: limits on depth and aliases, a BOM tolerated, JSON or
+        // YAML, positions in errors.
+        let (_, documents) = flow_model::documents::parse(text, &path.display().to_string())
+            .map_err(|e| Error::Syntax {
+                path: path.to_owned(),
+                line: e.line,
+                column: e.column,
+                format: e.format.as_str(),
+                message: e.problem.to_string(),
+            })?;
+        for document in documents {
+            ctx.document = document.number;
+            self.add_value(document.value, &mut ctx)?;
         }
         Ok(())
     }
@@ -175,20 +163,23 @@ impl Cluster {
         Ok(())
     }
 
-    /// Keeps the last of objects with the same namespace/name (per kind).
-    fn dedup(&mut self) {
-        dedup_last(&mut self.pods);
-        dedup_last(&mut self.services);
-        dedup_last(&mut self.endpoint_slices);
-        dedup_last(&mut self.endpoints);
-        dedup_last(&mut self.nodes);
-        dedup_last(&mut self.deployments);
-        dedup_last(&mut self.replica_sets);
-        dedup_last(&mut self.stateful_sets);
-        dedup_last(&mut self.daemon_sets);
-        dedup_last(&mut self.jobs);
-        dedup_last(&mut self.cron_jobs);
-        dedup_last(&mut self.network_policies);
+    /// Keeps the last of objects with the same namespace/name (per kind); a note names each
+    /// object read more than once. Unnamed objects are all kept (a note named them on loading).
+    fn dedup(&mut self) -> Vec<String> {
+        let mut notes = Vec::new();
+        dedup_last(&mut self.pods, &mut notes);
+        dedup_last(&mut self.services, &mut notes);
+        dedup_last(&mut self.endpoint_slices, &mut notes);
+        dedup_last(&mut self.endpoints, &mut notes);
+        dedup_last(&mut self.nodes, &mut notes);
+        dedup_last(&mut self.deployments, &mut notes);
+        dedup_last(&mut self.replica_sets, &mut notes);
+        dedup_last(&mut self.stateful_sets, &mut notes);
+        dedup_last(&mut self.daemon_sets, &mut notes);
+        dedup_last(&mut self.jobs, &mut notes);
+        dedup_last(&mut self.cron_jobs, &mut notes);
+        dedup_last(&mut self.network_policies, &mut notes);
+        notes
     }
 }
 
@@ -196,19 +187,38 @@ fn push<T>(list: &mut Vec<T>, object: Option<T>) {
     list.extend(object);
 }
 
-fn dedup_last<T: Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>>(
-    list: &mut Vec<T>,
-) {
-    let mut seen = std::collections::HashSet::new();
+fn dedup_last<T>(list: &mut Vec<T>, notes: &mut Vec<String>)
+where
+    T: Resource + Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
+{
+    let mut seen = std::collections::HashMap::new();
     let mut kept: Vec<T> = Vec::with_capacity(list.len());
     for object in list.drain(..).rev() {
         let meta = object.metadata();
-        if seen.insert((meta.namespace.clone(), meta.name.clone())) {
+        let Some(name) = meta.name.clone().filter(|n| !n.is_empty()) else {
+            kept.push(object);
+            continue;
+        };
+        let times = seen.entry((meta.namespace.clone(), name)).or_insert(0usize);
+        *times += 1;
+        if *times == 1 {
             kept.push(object);
         }
     }
     kept.reverse();
     *list = kept;
+    let mut repeated: Vec<_> = seen.into_iter().filter(|(_, n)| *n > 1).collect();
+    repeated.sort();
+    for ((namespace, name), times) in repeated {
+        let name = match namespace {
+            Some(ns) => format!("{ns}/{name}"),
+            None => name,
+        };
+        notes.push(format!(
+            "{} {name} was read {times} times; the last one read is kept",
+            T::KIND
+        ));
+    }
 }
 
 /// `namespace/name`, `name` or `(unnamed)`, from raw metadata (before deserialization, so that an
@@ -283,6 +293,28 @@ impl Ctx<'_> {
             return Ok(None);
         }
         let name = name_of(&value);
+        let meta = value.get("metadata").filter(|m| m.is_object());
+        if meta.is_none() {
+            self.note(
+                true,
+                format!(
+                    "{} without metadata: read, but nothing can name it",
+                    T::KIND
+                ),
+            );
+        } else if meta
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            self.note(
+                true,
+                format!(
+                    "{} without metadata.name: read, but nothing can name it",
+                    T::KIND
+                ),
+            );
+        }
         serde_json::from_value(value)
             .map(Some)
             .map_err(|e| Error::Object {
@@ -304,8 +336,9 @@ mod tests {
         loaded
             .cluster
             .add_text(text, Path::new("snap.yaml"), &mut loaded.notes)?;
-        loaded.cluster.dedup();
+        let duplicates = loaded.cluster.dedup();
         loaded.cluster.reindex();
+        loaded.notes.extend(duplicates);
         Ok(loaded)
     }
 
@@ -426,6 +459,29 @@ mod tests {
             .image
             .clone();
         assert_eq!(image.as_deref(), Some("j"));
+        assert_eq!(
+            l.notes,
+            ["Pod ns/a was read 2 times; the last one read is kept"]
+        );
+    }
+
+    #[test]
+    fn objects_without_metadata_or_name_are_named_and_kept() {
+        let text = "apiVersion: v1\nkind: Pod\nspec: {containers: []}\n---\napiVersion: v1\nkind: Pod\nmetadata: {namespace: ns}\nspec: {containers: []}\n---\napiVersion: v1\nkind: Pod\nmetadata: {namespace: ns, name: ''}\nspec: {containers: []}\n";
+        let l = load(text).unwrap();
+        assert_eq!(l.cluster.pods.len(), 3, "unnamed objects are not merged");
+        assert_eq!(l.notes.len(), 3, "{:?}", l.notes);
+        assert!(
+            l.notes[0].contains("document 1: Pod without metadata:"),
+            "{}",
+            l.notes[0]
+        );
+        assert!(
+            l.notes[1].contains("document 2: Pod without metadata.name"),
+            "{}",
+            l.notes[1]
+        );
+        assert!(l.notes[2].contains("document 3"), "{}", l.notes[2]);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 
 mod addresses;
+mod checks;
 pub mod dns;
 mod endpoints;
 mod index;
