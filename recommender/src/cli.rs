@@ -1,4 +1,4 @@
-//! Command line of the `recommender` binary (DESIGN.md, "Contracts").
+//! Command line of the `recommender` binary (`docs/architecture.md`, "Contracts").
 //!
 //! Exit codes: 0 success (`verify`: nothing denied; `evaluate`: allowed), 1 a negative answer
 //! (`verify`: some flow denied; `evaluate`: denied), 2 usage or bad input, with one line

@@ -1,6 +1,6 @@
 //! Test hosts for the agent's root integration tests.
 //!
-//! Every test builds its own little world (DESIGN.md, "Test hosts"): network namespaces joined by
+//! Every test builds its own little world (`docs/architecture.md`, "Tests"): network namespaces joined by
 //! veth pairs through a bridge, "external" hosts in 198.18.0.0/15 and 2001:db8::/32, a dnsmasq DNS
 //! host, real TCP and UDP servers, and pods as cgroups named the way the kubelet names them. Nothing
 //! has a route to the real network, every address the tests send to belongs to a host built here,

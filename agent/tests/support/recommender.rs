@@ -1,5 +1,5 @@
 //! A stand-in for the recommender's ingest (`POST /v1/flows`), built strictly to the HTTP contract
-//! (DESIGN.md, "HTTP"; summed up in `agent/README.md`): bearer token, JSON lines (gzip allowed),
+//! (`docs/architecture.md`, "Service"; summed up in `agent/README.md`): bearer token, JSON lines (gzip allowed),
 //! `x-batch-id`, 2xx only for a batch it keeps, a batch id seen before acknowledged again and not
 //! kept twice, a 4xx naming the first bad line for a bad body. On top, what a test needs: a script
 //! of answers for the next requests (any status, `Retry-After`, no answer at all, or an

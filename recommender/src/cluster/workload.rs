@@ -1,6 +1,6 @@
 //! The workload a pod belongs to, and the labels a policy selects that workload's pods by.
 //!
-//! Selector rules (DESIGN.md, "Recommender"):
+//! Selector rules (`docs/architecture.md`, "Recommender"):
 //! - the top-level owner's whole `spec.selector`, `matchLabels` and `matchExpressions`
 //!   (Deployment, StatefulSet, DaemonSet, or a ReplicaSet without a Deployment), when that object is
 //!   in the snapshot: a policy then selects exactly the pods the workload's controller owns, and

@@ -1,4 +1,4 @@
-//! Resolution of a flow's destination against the cluster model (DESIGN.md, "Recommender").
+//! Resolution of a flow's destination against the cluster model (`docs/architecture.md`, "Recommender").
 //!
 //! - source: the pod by uid, else namespace/name, in the snapshot; when the snapshot does not have
 //!   it (it was gone before the snapshot), the record's own namespace, workload and labels (with the

@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md, "HTTP"): routes and handlers. Every `/v1/` endpoint needs the bearer
+//! The HTTP API (`docs/architecture.md`, "HTTP API"): routes and handlers. Every `/v1/` endpoint needs the bearer
 //! token; `/metrics`, `/readyz` and `/healthz` do not (scrapers and probes).
 //!
 //! | route | answers |
