@@ -51,7 +51,7 @@ impl std::fmt::Display for Missing {
             Missing::Capabilities(caps) => write!(
                 f,
                 "missing capabilities {} (run as root, or grant CAP_BPF, CAP_PERFMON and \
-                 CAP_NET_ADMIN as deploy/agent.yaml does)",
+                 CAP_NET_ADMIN as deploy/base/agent.yaml does)",
                 caps.join(", ")
             ),
         }

@@ -1,10 +1,10 @@
-//! `deploy/agent.yaml` is valid for Kubernetes 1.37 (strict schema), its arguments are ones the
-//! agent accepts, and what they name is there: the token's projected volume with the recommender's
-//! audience, a writable hostPath spool, the capability the start-up scan needs, and a termination
-//! grace period longer than the agent's delivery grace.
+//! The DaemonSet of `deploy/base/agent.yaml` runs the agent with arguments it accepts, and what
+//! they name is there: the token's projected volume with the recommender's audience, a writable
+//! hostPath spool, the capability the start-up scan needs, the API token for reading its node's
+//! pods, and a termination grace period longer than the agent's delivery grace. (Every manifest of
+//! `deploy/` is validated against the Kubernetes schemas by `recommender/tests/deploy.rs`.)
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use agent::cli::{Cli, Command as AgentCommand};
 use clap::Parser;
@@ -12,43 +12,13 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Volume;
 
 fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/agent.yaml")
-}
-
-/// The schema validator: `$KUBERNETES_VALIDATE`, or the one `cargo xtask setup` installs.
-fn validator() -> PathBuf {
-    if let Some(path) = std::env::var_os("KUBERNETES_VALIDATE") {
-        return PathBuf::from(path);
-    }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/tools/venv/bin/kubernetes-validate");
-    assert!(
-        path.exists(),
-        "the schema validator is missing ({}): run `cargo xtask setup`",
-        path.display()
-    );
-    path
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy/base/agent.yaml")
 }
 
 fn documents(text: &str) -> Vec<serde_yaml::Value> {
     serde_yaml::Deserializer::from_str(text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
         .collect()
-}
-
-#[test]
-fn the_manifest_is_schema_valid() {
-    let out = Command::new(validator())
-        .args(["--strict", "-k", "1.37.0"])
-        .arg(manifest())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[test]
@@ -68,7 +38,12 @@ fn the_daemonset_gives_the_agent_what_its_flags_need() {
         .find(|d| kind(d) == "ServiceAccount")
         .expect("a ServiceAccount");
     let pod = ds.spec.template.spec.unwrap();
-    assert_eq!(pod.automount_service_account_token, Some(false));
+    // Without --pods-file the agent reads its node's pods from the API, with its account's token.
+    assert_ne!(pod.automount_service_account_token, Some(false));
+    assert_ne!(
+        account["automountServiceAccountToken"].as_bool(),
+        Some(false)
+    );
     assert_eq!(
         pod.service_account_name.as_deref(),
         account["metadata"]["name"].as_str()
@@ -87,6 +62,7 @@ fn the_daemonset_gives_the_agent_what_its_flags_need() {
             .command;
     assert!(run.recommender.is_some());
     assert_eq!(run.flows_out(), None, "no records on stdout in the cluster");
+    assert_eq!(run.pods_file, None, "pods come from the API");
 
     let volumes = pod.volumes.clone().unwrap();
     let mounts = container.volume_mounts.clone().unwrap();
@@ -134,6 +110,33 @@ fn the_daemonset_gives_the_agent_what_its_flags_need() {
     assert!(caps.contains(&"SYS_ADMIN".to_owned()), "{caps:?}");
     let (netns, _) = volume_at(Path::new("/run/netns/cni-1"));
     assert_eq!(netns.host_path.unwrap().path, "/run/netns");
+    // The node's name from the downward API, for --node-name and the pods' field selector.
+    let env = container.env.clone().unwrap();
+    let node = env.iter().find(|e| e.name == "NODE_NAME").unwrap();
+    assert_eq!(
+        node.value_from
+            .clone()
+            .unwrap()
+            .field_ref
+            .unwrap()
+            .field_path,
+        "spec.nodeName"
+    );
+    // cgroup ids are mapped back to pods through the host's cgroup hierarchy, read-only.
+    let (cgroup, read_only) = volume_at(Path::new("/sys/fs/cgroup/unified"));
+    assert_eq!(cgroup.host_path.unwrap().path, "/sys/fs/cgroup");
+    assert!(read_only);
+    // Explicit capabilities, never privileged.
+    let security = container.security_context.clone().unwrap();
+    assert_eq!(security.privileged, Some(false));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.clone().unwrap().drop,
+        Some(vec!["ALL".to_owned()])
+    );
+    for needed in ["BPF", "PERFMON", "NET_ADMIN"] {
+        assert!(caps.contains(&needed.to_owned()), "{caps:?}");
+    }
     // SIGTERM: flush, deliver for up to --shutdown-grace, detach; the kubelet waits for that.
     let grace = pod.termination_grace_period_seconds.unwrap();
     assert!(

@@ -29,7 +29,7 @@ mod verify;
 /// Learns each workload's egress from observed flows and writes least-privilege NetworkPolicies.
 #[derive(Debug, Parser)]
 #[command(name = "recommender", version)]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     command: Command,
 }

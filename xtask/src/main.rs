@@ -38,6 +38,9 @@ enum Task {
         #[command(subcommand)]
         worker: bench::worker::Worker,
     },
+    /// A container of the lab (HTTP, database and DNS clients and servers), run inside its pod.
+    #[command(hide = true)]
+    LabPod(lab::pod::PodArgs),
     /// Fuzz one target for a while (`cargo xtask fuzz dns_answer --seconds 600`).
     Fuzz {
         #[arg(default_value = "dns_answer")]
@@ -53,6 +56,7 @@ fn main() {
         Task::Setup => setup::run().map(|_| ()),
         Task::Test { fuzz_seconds } => test::run(fuzz_seconds),
         Task::Lab(args) => lab::run(&args),
+        Task::LabPod(args) => lab::pod::run(&args),
         Task::Bench(args) => bench::run(&args),
         Task::BenchWorker { worker } => bench::worker::run(&worker),
         Task::Fuzz { target, seconds } => {

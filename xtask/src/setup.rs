@@ -4,7 +4,9 @@
 //! - `bpf-linker`, built against the nightly toolchain's own LLVM (no system LLVM needed);
 //! - `cargo-fuzz`;
 //! - the Debian packages the tests use (network namespaces, a real DNS server and client);
-//! - `kubernetes-validate` in a virtualenv, the official schema validator the tests run.
+//! - `kubernetes-validate` in a virtualenv, the official schema validator the tests run;
+//! - `kubectl`, whose kustomize renders `deploy/` for the manifest tests (Debian's
+//!   `kubernetes-client` when no kubectl is on PATH).
 //!
 //! Tools go to `target/tools` inside the clone, so nothing outside it is assumed or cached.
 
@@ -36,6 +38,7 @@ pub struct Tools {
 
 pub fn run() -> Result<Tools> {
     ensure_debian_packages(DEBIAN_PACKAGES)?;
+    ensure_kubectl()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     ensure_cargo_fuzz()?;
@@ -69,6 +72,16 @@ pub fn ensure_debian_packages(packages: &[&str]) -> Result<()> {
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
     )
+}
+
+/// `kubectl kustomize` renders `deploy/` in the tests. Any kubectl will do (the manifests are
+/// written for kustomize v2.0.3 onwards); Debian's `kubernetes-client` (kubectl 1.20) is installed
+/// only when none is on PATH, since another package (Google's `kubectl`) may own the command.
+fn ensure_kubectl() -> Result<()> {
+    if output(command("kubectl").args(["version", "--client"])).is_ok() {
+        return Ok(());
+    }
+    ensure_debian_packages(&["kubernetes-client"])
 }
 
 fn ensure_rust_src() -> Result<()> {

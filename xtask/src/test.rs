@@ -30,7 +30,16 @@ pub fn run(fuzz_seconds: u64) -> Result<()> {
     for (_, target) in FUZZ_TARGETS {
         fuzz(&tools, target, fuzz_seconds)?;
     }
-    let totals = cargo_test(&tools)?;
+    let mut totals = cargo_test(&tools)?;
+    // The lab: the whole system end to end (agent → serve in learning mode → export, validate,
+    // verify → monitor mode), counted as one test.
+    match crate::lab::run(&crate::lab::LabArgs::default()) {
+        Ok(()) => totals.passed += 1,
+        Err(error) => {
+            eprintln!("xtask: the lab failed: {error:#}");
+            totals.failed += 1;
+        }
+    }
     // The closing line CI reads: the real number of tests run across every test binary.
     println!(
         "tests: {} passed, {} failed, {} skipped",

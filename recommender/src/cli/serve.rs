@@ -9,10 +9,11 @@ use clap::{Args, ValueEnum};
 use super::{parse_duration, runtime, SynthArgs};
 use crate::cluster::Cluster;
 use crate::error::Error;
-use crate::service::auth::TokenFile;
+use crate::service::auth::{Authenticator, TokenFile};
 use crate::service::learning::Thresholds;
 use crate::service::metrics::Metrics;
 use crate::service::model::SnapshotFiles;
+use crate::service::token_review::{service_account_user, ReviewPolicy, TokenReviewer};
 use crate::service::{Baseline, Config, Limits, Service};
 use crate::store::EmbeddedStore;
 use crate::synth::Format;
@@ -42,8 +43,16 @@ pub struct ServeArgs {
     #[arg(long = "service-cidr", value_name = "CIDR")]
     service_cidrs: Vec<ipnet::IpNet>,
     /// The bearer tokens agents and readers must present, one per line (re-read when it changes).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "auth_service_accounts")]
     token_file: Option<PathBuf>,
+    /// In a cluster: accept the ServiceAccount tokens of this account
+    /// (`system:serviceaccount:NAMESPACE:NAME`; repeat for several), checked with the API's
+    /// TokenReview (kubeconfig or the in-cluster config).
+    #[arg(long = "auth-service-account", value_name = "USER", value_parser = service_account_user)]
+    auth_service_accounts: Vec<String>,
+    /// The audience the ServiceAccount tokens must have been issued for.
+    #[arg(long, value_name = "AUDIENCE", default_value = "egress-recommender")]
+    auth_audience: String,
     #[arg(long, value_enum, default_value = "learn")]
     mode: Mode,
     /// Monitor mode: the NetworkPolicy files to judge flows against (default: the recommendation
@@ -96,11 +105,11 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
                 .into(),
         ));
     }
-    let Some(token_file) = &args.token_file else {
+    if args.token_file.is_none() && args.auth_service_accounts.is_empty() {
         return Err(Error::BadInput(
-            "--token-file FILE is required: agents authenticate with a bearer token".into(),
+            "--token-file FILE or --auth-service-account USER is required: agents authenticate with a bearer token".into(),
         ));
-    };
+    }
     if args.mode == Mode::Learn && !args.baseline.is_empty() {
         return Err(Error::BadInput("--baseline needs --mode monitor".into()));
     }
@@ -125,7 +134,11 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
             Baseline::Frozen(options)
         }
     };
-    let auth = Arc::new(TokenFile::new(token_file).map_err(|e| Error::BadInput(e.to_string()))?);
+    let token_file = match &args.token_file {
+        Some(path) => Some(TokenFile::new(path).map_err(|e| Error::BadInput(e.to_string()))?),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
     let store =
         EmbeddedStore::open_or_create(&args.store).map_err(|e| Error::Service(e.to_string()))?;
     let config = Config {
@@ -149,13 +162,28 @@ pub(super) fn run(args: ServeArgs) -> Result<i32, Error> {
         service_cidrs: args.service_cidrs.clone(),
     };
     runtime()?.block_on(async move {
+        let auth: Arc<dyn Authenticator> = match token_file {
+            Some(file) => Arc::new(file),
+            None => {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    Error::Service(format!(
+                        "--auth-service-account needs the Kubernetes API (kubeconfig or in-cluster): {e}"
+                    ))
+                })?;
+                let policy = ReviewPolicy::new(
+                    args.auth_service_accounts.iter().cloned().collect(),
+                    args.auth_audience.clone(),
+                );
+                Arc::new(TokenReviewer::new(client, policy, Arc::clone(&metrics)))
+            }
+        };
         let service = Service::start(
             args.listen,
             config,
             Arc::new(store),
             &source,
             auth,
-            Arc::new(Metrics::new()),
+            metrics,
         )
         .await
         .map_err(|e| match e {

@@ -94,6 +94,7 @@ fn error(status: StatusCode, message: &str, line: Option<usize>) -> Response {
 fn refusal_status(reason: Refusal) -> StatusCode {
     match reason {
         Refusal::MissingToken | Refusal::InvalidToken => StatusCode::UNAUTHORIZED,
+        Refusal::Forbidden => StatusCode::FORBIDDEN,
         Refusal::AuthUnavailable | Refusal::NotReady | Refusal::StoreFailed => {
             StatusCode::SERVICE_UNAVAILABLE
         }
@@ -118,25 +119,25 @@ async fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
     app.auth.authenticate(bearer(value)).await
 }
 
-/// The read endpoints' answer to a refused token (not counted as a refused batch).
-fn unauthorized(reason: Refusal) -> Response {
-    let message = match reason {
+/// What a client is told about a refused token.
+fn token_refusal_message(reason: Refusal) -> &'static str {
+    match reason {
         Refusal::MissingToken => "Authorization: Bearer <token> required",
         Refusal::AuthUnavailable => "tokens cannot be checked now",
+        Refusal::Forbidden => "this token's account may not use this API",
         _ => "invalid token",
-    };
-    error(refusal_status(reason), message, None)
+    }
+}
+
+/// The read endpoints' answer to a refused token (not counted as a refused batch).
+fn unauthorized(reason: Refusal) -> Response {
+    error(refusal_status(reason), token_refusal_message(reason), None)
 }
 
 async fn post_flows(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if let Err(reason) = authorize(&app, &parts.headers).await {
-        let message = match reason {
-            Refusal::MissingToken => "Authorization: Bearer <token> required",
-            Refusal::AuthUnavailable => "tokens cannot be checked now",
-            _ => "invalid token",
-        };
-        return refuse(&app, reason, message, None);
+        return refuse(&app, reason, token_refusal_message(reason), None);
     }
     let id = match parts.headers.get(flow_model::BATCH_ID_HEADER) {
         None => None,

@@ -15,6 +15,9 @@ pub enum Refusal {
     MissingToken,
     /// A token that is not one of the accepted ones (401).
     InvalidToken,
+    /// A valid token of an identity that may not use the API (403): a ServiceAccount other than
+    /// the agents' (TokenReview).
+    Forbidden,
     /// The accepted tokens could not be read (503).
     AuthUnavailable,
     /// An `X-Batch-Id` that is not a valid id (400).
@@ -36,9 +39,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
+    pub const ALL: [Refusal; 12] = [
         Refusal::MissingToken,
         Refusal::InvalidToken,
+        Refusal::Forbidden,
         Refusal::AuthUnavailable,
         Refusal::BadBatchId,
         Refusal::UnsupportedEncoding,
@@ -54,6 +58,7 @@ impl Refusal {
         match self {
             Refusal::MissingToken => "missing_token",
             Refusal::InvalidToken => "invalid_token",
+            Refusal::Forbidden => "forbidden",
             Refusal::AuthUnavailable => "auth_unavailable",
             Refusal::BadBatchId => "bad_batch_id",
             Refusal::UnsupportedEncoding => "unsupported_encoding",
@@ -63,6 +68,42 @@ impl Refusal {
             Refusal::Malformed => "malformed",
             Refusal::NotReady => "not_ready",
             Refusal::StoreFailed => "store_failed",
+        }
+    }
+}
+
+/// Why the TokenReview authenticator refused a token: the `reason` label of
+/// `egress_recommender_auth_refused_total` (ingest and the read endpoints alike).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthRefusal {
+    /// No `Authorization: Bearer` header.
+    MissingToken,
+    /// The API server did not authenticate the token (unknown, expired, for another audience).
+    Unauthenticated,
+    /// Authenticated, but the answer names none of the audiences asked for.
+    Audience,
+    /// Authenticated, as an identity other than the accepted ServiceAccounts.
+    ServiceAccount,
+    /// The review could not be made (API unreachable or refusing): answered 503.
+    ReviewFailed,
+}
+
+impl AuthRefusal {
+    pub const ALL: [AuthRefusal; 5] = [
+        AuthRefusal::MissingToken,
+        AuthRefusal::Unauthenticated,
+        AuthRefusal::Audience,
+        AuthRefusal::ServiceAccount,
+        AuthRefusal::ReviewFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthRefusal::MissingToken => "missing_token",
+            AuthRefusal::Unauthenticated => "unauthenticated",
+            AuthRefusal::Audience => "audience",
+            AuthRefusal::ServiceAccount => "service_account",
+            AuthRefusal::ReviewFailed => "review_failed",
         }
     }
 }
@@ -96,6 +137,8 @@ pub struct Metrics {
     /// `result`: `accepted` (new, made durable) or `duplicate` (an id already acknowledged).
     pub batches: IntCounterVec,
     pub refused: IntCounterVec,
+    /// Tokens the TokenReview authenticator refused, by [`AuthRefusal`].
+    pub auth_refused: IntCounterVec,
     /// Records of accepted batches (duplicates are not counted again).
     pub records: IntCounter,
     pub skipped: IntCounterVec,
@@ -164,6 +207,11 @@ impl Metrics {
                 "Batches of POST /v1/flows refused, by reason.",
                 &["reason"],
             ),
+            auth_refused: counter_vec(
+                "egress_recommender_auth_refused_total",
+                "Requests whose bearer token the TokenReview authenticator refused, by reason.",
+                &["reason"],
+            ),
             records: counter(
                 "egress_recommender_ingest_records_total",
                 "FlowRecords of accepted batches.",
@@ -209,6 +257,9 @@ impl Metrics {
         for reason in Refusal::ALL {
             metrics.refused.with_label_values(&[reason.as_str()]);
         }
+        for reason in AuthRefusal::ALL {
+            metrics.auth_refused.with_label_values(&[reason.as_str()]);
+        }
         for reason in Skip::ALL {
             metrics.skipped.with_label_values(&[reason.as_str()]);
         }
@@ -220,6 +271,12 @@ impl Metrics {
 
     pub fn refuse(&self, reason: Refusal) {
         self.refused.with_label_values(&[reason.as_str()]).inc();
+    }
+
+    pub fn refuse_auth(&self, reason: AuthRefusal) {
+        self.auth_refused
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     /// The text exposition format.

@@ -24,6 +24,7 @@ pub mod query;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod token_review;
 pub mod writer;
 
 use std::future::Future;

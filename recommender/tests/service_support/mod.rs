@@ -86,8 +86,14 @@ impl Server {
         ];
         args.extend(cluster_args());
         args.extend(more.iter().map(|s| s.to_string()));
+        Server::launch(&args, &[])
+    }
+
+    /// Starts `recommender ARGS` with more environment variables, and waits until it listens.
+    pub fn launch(args: &[String], envs: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_recommender"))
-            .args(&args)
+            .args(args)
+            .envs(envs.iter().copied())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,163 +1,88 @@
-//! The lab: the whole system on this one machine, no cluster needed.
+//! The lab: the product as users run it, on this one machine.
 //!
-//! It builds a small cluster of its own (see `spec`): pods as kubelet-named cgroups with their own
-//! network namespaces, CoreDNS as a real DNS server behind the `kube-dns` ClusterIP, Services
-//! translated by nftables as kube-proxy would, and an "internet" host in 198.18.0.0/15. It runs the
-//! agent, lets the workloads call each other and the outside by name, stops the agent (SIGTERM
-//! flushes every flow), then has the recommender learn policies from those flows, checks them
-//! with the official schema validator, verifies that they allow everything observed, and asks the
-//! evaluator about a connection nobody made. It exits 0 only when the recommendation verifies,
-//! and removes everything it created.
+//! It builds the cluster of `deploy/lab/` (see `manifest`): pods as kubelet-named cgroups with
+//! their own network namespaces on a node's bridge, real clients and servers in them (HTTP, a
+//! database protocol, DNS lookups by name), the cluster DNS, Services translated by nftables as
+//! kube-proxy would, an API server and an "internet" (see `world`). Then it runs the system as a
+//! cluster does (see `run`): the agent ships to `recommender serve` in learning mode until every
+//! workload is stable, the policies are exported, validated and verified, the learned graph is
+//! drawn, and the service is switched to monitor mode, where one call nobody made while learning
+//! must raise the unexpected-egress counter of its workload by exactly one. Everything it creates
+//! is recorded (see `state`) and removed on success, failure and Ctrl-C, unless `--keep`.
 
 mod agent;
-mod cluster;
-pub mod spec;
-pub mod world;
+mod graph;
+mod manifest;
+pub mod pod;
+mod run;
+mod state;
+mod world;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{command, exec, is_root, output, workspace_root};
-use crate::setup;
-use spec::{LEDGER, NODE_NAME, PODS, WEB};
+use crate::cmd::{is_root, output};
 
 #[derive(clap::Args)]
 pub struct LabArgs {
-    /// Where the lab keeps its files (flows, cluster snapshot, policies, logs).
+    /// Where the lab keeps its files (store, flows, policies, graph, logs).
     #[arg(long, default_value = "target/lab")]
     pub out: PathBuf,
+    /// The cluster to build: a directory of Kubernetes YAML.
+    #[arg(long, default_value = "deploy/lab")]
+    pub cluster: PathBuf,
+    /// Leave the lab running to look around; `cargo xtask lab --down` removes it.
+    #[arg(long, conflicts_with = "down")]
+    pub keep: bool,
+    /// Remove a lab left by `--keep` (or by a lab that could not clean up).
+    #[arg(long)]
+    pub down: bool,
+}
+
+impl Default for LabArgs {
+    fn default() -> Self {
+        LabArgs {
+            out: "target/lab".into(),
+            cluster: "deploy/lab".into(),
+            keep: false,
+            down: false,
+        }
+    }
 }
 
 pub fn run(args: &LabArgs) -> Result<()> {
     if !is_root() {
-        bail!("the lab attaches eBPF programs and creates network namespaces: run it as root");
+        bail!("the lab attaches eBPF programs, creates network namespaces and cgroups: run it as root");
     }
-    let tools = setup::run()?;
-    exec(command("cargo").args(["build", "--quiet", "-p", "agent", "-p", "recommender"]))?;
-    let out = workspace_root().join(&args.out);
-    std::fs::create_dir_all(&out)?;
-    let file = |name: &str| out.join(name);
-    std::fs::write(file("pods.json"), cluster::pods_file())?;
-    std::fs::write(file("cluster.json"), cluster::snapshot())?;
-    let _ = std::fs::remove_file(file("flows.jsonl"));
-
-    step("building the lab cluster (pods, CoreDNS, Services, an internet host)");
-    let world = world::World::create(cgroup2_root()?, &out)?;
-    step("running the agent and the workloads' traffic");
-    let bin = workspace_root().join("target/debug");
-    let agent = agent::Agent::start(
-        &bin.join("agent"),
-        &file("pods.json"),
-        &file("flows.jsonl"),
-        &file("agent.log"),
-        NODE_NAME,
-    )?;
-    world.run_traffic()?;
-    agent
-        .stop()
-        .with_context(|| format!("see {}", file("agent.log").display()))?;
-    drop(world);
-
-    let flows = std::fs::read_to_string(file("flows.jsonl"))?;
-    let ours: Vec<&str> = flows
-        .lines()
-        .filter(|l| PODS.iter().any(|p| l.contains(p.uid)))
-        .collect();
-    step(&format!(
-        "the agent recorded {} flows from the lab's pods:",
-        ours.len()
-    ));
-    for line in &ours {
-        println!("  {line}");
+    if args.down {
+        return down();
     }
-    if ours.is_empty() {
-        bail!("the agent recorded no flow from the lab's pods");
-    }
-
-    let recommender = bin.join("recommender");
-    let inputs = |cmd: &mut Command| {
-        cmd.arg("--cluster")
-            .arg(file("cluster.json"))
-            .arg("--flows")
-            .arg(file("flows.jsonl"));
-    };
-    step("recommended policies (recommender recommend --default-deny --with-ingress):");
-    let mut recommend = Command::new(&recommender);
-    recommend.args(["recommend", "--default-deny", "--with-ingress"]);
-    inputs(&mut recommend);
-    let policies = output(&mut recommend)?;
-    std::fs::write(file("policies.yaml"), &policies)?;
-    println!("{policies}");
-
-    step("schema check (kubernetes-validate --strict, Kubernetes 1.37):");
-    exec(
-        Command::new(&tools.kubernetes_validate)
-            .args(["--strict", "--quiet", "-k", "1.37.0"])
-            .arg(file("policies.yaml")),
-    )?;
-    println!("  valid");
-
-    step("verify: do the policies allow every flow the agent saw?");
-    let mut verify = Command::new(&recommender);
-    verify
-        .arg("verify")
-        .arg("--policies")
-        .arg(file("policies.yaml"));
-    inputs(&mut verify);
-    let verified = verify.status()?;
-
-    step("evaluate: a connection nobody made (web → ledger, skipping the api) must be denied:");
-    let denied = evaluate(
-        &recommender,
-        &file("cluster.json"),
-        &file("policies.yaml"),
-        &WEB,
-        &LEDGER,
-        5432,
-    )?;
-    if !verified.success() {
-        bail!("the recommendation does not allow everything the agent saw");
-    }
-    if denied {
-        bail!("the recommendation allows a connection that was never observed");
-    }
-    step(&format!("lab passed; files in {}", out.display()));
-    Ok(())
+    run::run(args)
 }
 
-/// Runs `recommender evaluate` and returns whether it said `allowed`.
-fn evaluate(
-    recommender: &Path,
-    cluster: &Path,
-    policies: &Path,
-    from: &spec::PodSpec,
-    to: &spec::PodSpec,
-    port: u16,
-) -> Result<bool> {
-    let status = Command::new(recommender)
-        .arg("evaluate")
-        .arg("--cluster")
-        .arg(cluster)
-        .arg("--policies")
-        .arg(policies)
-        .arg("--from")
-        .arg(format!("{}/{}", from.namespace, from.name))
-        .arg("--to")
-        .arg(format!("{}/{}", to.namespace, to.name))
-        .arg("--port")
-        .arg(port.to_string())
-        .status()?;
-    match status.code() {
-        Some(0) => Ok(true),
-        Some(1) => Ok(false),
-        _ => bail!("recommender evaluate failed ({status})"),
+/// `--down`: removes what a kept lab left.
+fn down() -> Result<()> {
+    match state::Lab::resume()? {
+        None => {
+            println!("no lab is up ({} does not exist)", state::STATE_FILE);
+            Ok(())
+        }
+        Some(lab) => {
+            let what = (
+                lab.state.procs.len(),
+                lab.state.netns.len(),
+                lab.state.cgroups.len(),
+            );
+            lab.down()?;
+            println!(
+                "lab removed: {} processes, {} network namespaces, {} cgroups",
+                what.0, what.1, what.2
+            );
+            Ok(())
+        }
     }
-}
-
-fn step(what: &str) {
-    println!("\n== {what}");
 }
 
 /// The cgroup v2 mount, from util-linux's `findmnt` (the agent finds it itself from the mount table).
