@@ -74,6 +74,12 @@ pub struct RunArgs {
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub existing_connections: bool,
 
+    /// The cgroup v2 directory to watch: the programs attach there instead of at the mount root,
+    /// so only the processes of its subtree are seen (a nested kubelet's hierarchy, or one of
+    /// several simulated nodes on one machine) [default: the cgroup v2 mount].
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
+
     /// Listen address of /metrics and /readyz.
     #[arg(long, default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,
@@ -116,6 +122,7 @@ mod tests {
         assert_eq!(a.spool_max_bytes, 128 << 20);
         assert_eq!(a.shutdown_grace, 20);
         assert!(a.existing_connections);
+        assert_eq!(a.cgroup_root, None);
     }
 
     #[test]
@@ -145,6 +152,8 @@ mod tests {
             "5",
             "--existing-connections",
             "false",
+            "--cgroup-root",
+            "/sys/fs/cgroup/node-a",
         ])
         .unwrap();
         assert_eq!(a.node_name.as_deref(), Some("n1"));
@@ -155,6 +164,7 @@ mod tests {
         assert_eq!(a.spool_max_bytes, 1 << 20);
         assert_eq!(a.shutdown_grace, 5);
         assert!(!a.existing_connections);
+        assert_eq!(a.cgroup_root, Some(PathBuf::from("/sys/fs/cgroup/node-a")));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum Error {
     #[error("cannot find the cgroup v2 hierarchy: {0}")]
     Cgroup(std::io::Error),
     #[error(transparent)]
+    CgroupRoot(#[from] crate::cgroup::subtree::SubtreeError),
+    #[error(transparent)]
     Preflight(#[from] crate::preflight::Error),
     #[error("--metrics-addr {addr}: {source}")]
     Bind {
@@ -104,7 +106,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     }
     // What the node lacks (kernel, cgroup v2, capabilities) is named before anything is loaded.
     let plan = crate::preflight::check()?;
-    let root = plan.cgroup_root.clone();
+    let root =
+        crate::cgroup::subtree::attach_point(&plan.cgroup_root, args.cgroup_root.as_deref())?;
     let ready = Arc::new(AtomicBool::new(false));
     let listener = http::bind(args.metrics_addr)
         .await
@@ -152,7 +155,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     );
     // After attaching, so that a connection made meanwhile is seen by one or the other (or both:
     // see `Pipeline::report_preexisting`).
-    let existing = scan_existing(args.existing_connections, Arc::clone(&metrics));
+    let subtree = args.cgroup_root.is_some().then(|| root.clone());
+    let existing = scan_existing(args.existing_connections, subtree, Arc::clone(&metrics));
 
     let mut pipeline = Pipeline::new(
         node,
@@ -236,9 +240,11 @@ fn shipper(args: &RunArgs, node: &str, metrics: &Arc<Metrics>) -> Result<Option<
 }
 
 /// The sockets that exist now, as flow keys, once the scan (on a thread of its own) is done;
-/// never, when scanning is off or could not start.
+/// never, when scanning is off or could not start. With a `subtree` (`--cgroup-root`), only its
+/// sockets: the programs see no other.
 fn scan_existing(
     enabled: bool,
+    subtree: Option<std::path::PathBuf>,
     metrics: Arc<Metrics>,
 ) -> impl Future<Output = Vec<FlowKey>> + Send + 'static {
     let scan = if enabled {
@@ -275,14 +281,18 @@ fn scan_existing(
                  (entering one needs CAP_SYS_ADMIN)"
             );
         }
+        let egress = match &subtree {
+            Some(root) => crate::cgroup::subtree::keep_inside(root, scan.egress),
+            None => scan.egress,
+        };
         tracing::info!(
             namespaces = scan.namespaces,
-            egress = scan.egress.len(),
+            egress = egress.len(),
             inbound = scan.inbound,
             took = ?started.elapsed(),
             "scanned existing connections"
         );
-        scan.egress
+        egress
     }
 }
 

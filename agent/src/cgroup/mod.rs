@@ -3,3 +3,4 @@
 pub mod mount;
 pub mod path;
 pub mod resolver;
+pub mod subtree;

@@ -177,6 +177,7 @@ impl Shipper {
         let moved_on = match outcome {
             Outcome::Delivered => {
                 self.metrics.batch_acknowledged(u64::from(batch.records));
+                tracing::debug!(batch_id = %batch.id, records = batch.records, "batch acknowledged");
                 self.spool_op(move |s| s.remove(&batch.key)).await;
                 true
             }

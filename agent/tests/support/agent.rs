@@ -34,8 +34,19 @@ pub fn agent_command(
     flows_out: &Path,
     metrics: SocketAddr,
 ) -> Command {
+    agent_command_on(bin, NODE_NAME, pods_file, flows_out, metrics)
+}
+
+/// [`agent_command`] for node `node`.
+pub fn agent_command_on(
+    bin: &str,
+    node: &str,
+    pods_file: &Path,
+    flows_out: &Path,
+    metrics: SocketAddr,
+) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.args(["run", "--node-name", NODE_NAME, "--pods-file"])
+    cmd.args(["run", "--node-name", node, "--pods-file"])
         .arg(pods_file)
         .arg("--flows-out")
         .arg(flows_out)
@@ -50,11 +61,24 @@ pub fn agent_command(
 impl Agent {
     /// Starts `bin run ...` with its log (stdout and stderr) in `dir/agent.log`.
     pub fn start(bin: &str, dir: &Path, pods_file: &Path) -> Agent {
+        Agent::start_on(bin, dir, NODE_NAME, pods_file, &[], "info")
+    }
+
+    /// [`Agent::start`] for node `node`, with `extra` arguments and `RUST_LOG=log_filter`.
+    pub fn start_on(
+        bin: &str,
+        dir: &Path,
+        node: &str,
+        pods_file: &Path,
+        extra: &[std::ffi::OsString],
+        log_filter: &str,
+    ) -> Agent {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let flows_out = dir.join("flows.jsonl");
         let log = dir.join("agent.log");
         let log_file = std::fs::File::create(&log).expect("create agent log");
-        let mut cmd = agent_command(bin, pods_file, &flows_out, metrics_addr);
+        let mut cmd = agent_command_on(bin, node, pods_file, &flows_out, metrics_addr);
+        cmd.args(extra).env("RUST_LOG", log_filter);
         cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file);

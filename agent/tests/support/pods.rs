@@ -31,6 +31,11 @@ pub struct PodSpec {
     pub deployment: String,
     pub ip4: String,
     pub ip6: String,
+    /// The node the pod is scheduled on (`spec.nodeName`).
+    pub node: String,
+    /// A cgroup directory (relative to the cgroup v2 root) that holds the kubelet's hierarchy:
+    /// one simulated node's subtree when several agents share the machine (`--cgroup-root`).
+    pub cgroup_parent: Option<String>,
 }
 
 impl PodSpec {
@@ -63,7 +68,16 @@ impl PodSpec {
             deployment: deployment.to_owned(),
             ip4: format!("10.244.1.{}", 10 + index),
             ip6: format!("fd00:10:244::{:x}", 10 + index),
+            node: NODE_NAME.to_owned(),
+            cgroup_parent: None,
         }
+    }
+
+    /// This pod on node `node`, its cgroups below `cgroup_parent` (that node's subtree).
+    pub fn on_node(mut self, node: &str, cgroup_parent: &str) -> PodSpec {
+        self.node = node.to_owned();
+        self.cgroup_parent = Some(cgroup_parent.to_owned());
+        self
     }
 
     /// This pod under CRI-O instead of containerd.
@@ -80,13 +94,17 @@ impl PodSpec {
 
     /// The container's cgroup, relative to the cgroup v2 root.
     pub fn cgroup_path(&self) -> String {
-        kubelet_path(
+        let path = kubelet_path(
             self.driver,
             self.qos,
             self.runtime,
             &self.uid,
             &self.container_id,
-        )
+        );
+        match &self.cgroup_parent {
+            Some(parent) => format!("{parent}/{path}"),
+            None => path,
+        }
     }
 
     /// The pod as `kubectl get pod -o json` shows it (trimmed to fields a kubelet-era API fills in
@@ -121,7 +139,7 @@ impl PodSpec {
                 }]
             },
             "spec": {
-                "nodeName": NODE_NAME,
+                "nodeName": self.node,
                 "hostNetwork": false,
                 "dnsPolicy": "ClusterFirst",
                 "restartPolicy": "Always",

@@ -228,6 +228,7 @@ async fn post_flows(State(app): State<Arc<App>>, request: Request) -> Response {
         };
     let decoded_limit = app.limits.max_decoded_bytes;
     let monitor = app.monitor.clone();
+    let state = Arc::clone(&app.state);
     let prepared = {
         let _permit = app
             .cpu
@@ -236,7 +237,13 @@ async fn post_flows(State(app): State<Arc<App>>, request: Request) -> Response {
             .expect("the semaphore is never closed");
         tokio::task::spawn_blocking(move || {
             let records = flow_model::batch::decode(&body, encoding, decoded_limit, "body")?;
-            Ok::<_, BatchError>(ingest::prepare(id, &records, &cluster, monitor.as_deref()))
+            Ok::<_, BatchError>(ingest::prepare(
+                id,
+                &records,
+                &cluster,
+                monitor.as_deref(),
+                &state.interner,
+            ))
         })
         .await
     };

@@ -11,7 +11,7 @@ use flow_model::{FlowKey, FlowRecord, Protocol, SourceKind};
 
 use super::metrics::Skip;
 use super::monitor::{Judged, Monitor};
-use super::state::FastHash;
+use super::state::{FastHash, Interner};
 use crate::cluster::{is_host_network, Cluster};
 use crate::resolve::{ResolvedFlow, Resolver};
 use crate::store::UncoveredFlow;
@@ -30,12 +30,14 @@ pub struct Prepared {
     pub judged: Option<Judged>,
 }
 
-/// Resolves (and judges) `records` against `cluster`.
+/// Resolves (and judges) `records` against `cluster`; the edges' sources and peers come out
+/// interned by `interner`.
 pub fn prepare(
     id: Option<String>,
     records: &[FlowRecord],
     cluster: &Cluster,
     monitor: Option<&Monitor>,
+    interner: &Interner,
 ) -> Prepared {
     let mut resolver = Resolver::new(cluster);
     let mut out = Prepared {
@@ -122,7 +124,26 @@ pub fn prepare(
             }
         }
     }
-    out.edges = edges.into_values().collect();
+    // The resolver's parts are already one `Arc` per distinct value: each is interned once.
+    let mut sources: HashMap<usize, Arc<crate::resolve::SourceWorkload>, FastHash> =
+        HashMap::default();
+    let mut peers: HashMap<usize, Arc<crate::resolve::Peer>, FastHash> = HashMap::default();
+    out.edges = edges
+        .into_values()
+        .map(|mut flow| {
+            flow.source = Arc::clone(
+                sources
+                    .entry(Arc::as_ptr(&flow.source) as usize)
+                    .or_insert_with(|| interner.source(&flow.source)),
+            );
+            flow.peer = Arc::clone(
+                peers
+                    .entry(Arc::as_ptr(&flow.peer) as usize)
+                    .or_insert_with(|| interner.peer(&flow.peer)),
+            );
+            flow
+        })
+        .collect();
     out.uncovered = uncovered.into_iter().collect();
     out
 }

@@ -15,16 +15,64 @@ use crate::export::Uncovered;
 use crate::resolve::{Peer, ResolvedFlow, SourceWorkload};
 use crate::store::{Edge, Learned, UncoveredFlow};
 
-/// (source workload, peer, port, protocol).
-pub type EdgeKey = (Arc<SourceWorkload>, Arc<Peer>, u16, Protocol);
+/// An edge (source workload, peer, port, protocol) by the identity of its interned parts: the
+/// writer hashes and compares integers, not workloads' selectors and peers' addresses and names.
+/// Sound because every source and peer in [`State::edges`] (and in prepared batches) went through
+/// [`Interner`], which keeps each one alive for the life of the process: one value, one address,
+/// never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EdgeKey {
+    source: usize,
+    peer: usize,
+    port: u16,
+    protocol: Protocol,
+}
+
+impl EdgeKey {
+    /// The key of an edge whose `source` and `peer` are interned.
+    pub fn of(
+        source: &Arc<SourceWorkload>,
+        peer: &Arc<Peer>,
+        port: u16,
+        protocol: Protocol,
+    ) -> EdgeKey {
+        EdgeKey {
+            source: Arc::as_ptr(source) as usize,
+            peer: Arc::as_ptr(peer) as usize,
+            port,
+            protocol,
+        }
+    }
+}
 
 pub fn edge_key(edge: &Edge) -> EdgeKey {
-    (
-        Arc::clone(&edge.source),
-        Arc::clone(&edge.peer),
-        edge.port,
-        edge.protocol,
-    )
+    EdgeKey::of(&edge.source, &edge.peer, edge.port, edge.protocol)
+}
+
+/// One shared `Arc` per distinct source workload and peer, for the whole process. Batches are
+/// resolved in parallel, each by a resolver of its own; interning there (once per distinct part
+/// of a batch) is what lets the serial writer key edges by address ([`EdgeKey`]).
+#[derive(Default)]
+pub struct Interner {
+    sources: DashMap<Arc<SourceWorkload>, (), FastHash>,
+    peers: DashMap<Arc<Peer>, (), FastHash>,
+}
+
+impl Interner {
+    pub fn source(&self, source: &Arc<SourceWorkload>) -> Arc<SourceWorkload> {
+        intern(&self.sources, source)
+    }
+
+    pub fn peer(&self, peer: &Arc<Peer>) -> Arc<Peer> {
+        intern(&self.peers, peer)
+    }
+}
+
+fn intern<T: Eq + std::hash::Hash>(set: &DashMap<Arc<T>, (), FastHash>, value: &Arc<T>) -> Arc<T> {
+    if let Some(known) = set.get(value) {
+        return Arc::clone(known.key());
+    }
+    Arc::clone(set.entry(Arc::clone(value)).or_insert(()).key())
 }
 
 /// The hasher of the hot maps: fast on the deep keys of edges, and seeded per process, so that
@@ -33,6 +81,8 @@ pub type FastHash = foldhash::fast::RandomState;
 
 pub struct State {
     pub edges: DashMap<EdgeKey, Edge, FastHash>,
+    /// The sources and peers of `edges` (and of every batch prepared since).
+    pub interner: Interner,
     pub uncovered: DashMap<FlowKey, UncoveredFlow>,
     /// Per destination with warnings, the flow key that holds them (the smallest seen).
     pub warned: DashMap<(IpAddr, u16, Protocol), FlowKey>,
@@ -49,7 +99,10 @@ impl State {
     /// The state of what the store held, at `now`.
     pub fn from_store(learned: Learned, now: Timestamp) -> State {
         let edges = DashMap::with_capacity_and_hasher(learned.edges.len(), FastHash::default());
-        for edge in learned.edges {
+        let interner = Interner::default();
+        for mut edge in learned.edges {
+            edge.source = interner.source(&edge.source);
+            edge.peer = interner.peer(&edge.peer);
             edges.insert(edge_key(&edge), edge);
         }
         let warned = DashMap::new();
@@ -71,6 +124,7 @@ impl State {
         let id_order = ids.into_iter().map(|(id, at)| (at, id)).collect();
         State {
             edges,
+            interner,
             uncovered,
             warned,
             batch_ids,

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::ingest::Prepared;
 use super::metrics::Metrics;
 use super::monitor::Monitor;
-use super::state::{destination_of, EdgeKey, FastHash, State};
+use super::state::{destination_of, edge_key, EdgeKey, FastHash, State};
 use crate::store::{Commit, Edge, Store, StoreError, UncoveredFlow};
 
 /// Per destination, the flow key that now holds its warnings.
@@ -83,12 +83,8 @@ impl Writer {
             }
             fresh[i] = true;
             for flow in &batch.edges {
-                let key = (
-                    Arc::clone(&flow.source),
-                    Arc::clone(&flow.peer),
-                    flow.port,
-                    flow.protocol,
-                );
+                // Prepared batches come with interned parts (see `ingest::prepare`).
+                let key = EdgeKey::of(&flow.source, &flow.peer, flow.port, flow.protocol);
                 match changed.entry(key) {
                     std::collections::hash_map::Entry::Occupied(mut e) => {
                         Arc::make_mut(&mut e.get_mut().observed).merge(&flow.observed);
@@ -262,13 +258,7 @@ impl Writer {
     /// Makes a durable commit visible in memory.
     fn apply(&self, commit: &Commit, holders: Holders) {
         for edge in &commit.edges {
-            let key = (
-                Arc::clone(&edge.source),
-                Arc::clone(&edge.peer),
-                edge.port,
-                edge.protocol,
-            );
-            self.state.edges.insert(key, edge.clone());
+            self.state.edges.insert(edge_key(edge), edge.clone());
         }
         self.metrics.edges.set(self.state.edges.len() as i64);
         for (key, flow) in &commit.uncovered {
