@@ -91,8 +91,14 @@ async fn until(cell: &ModelCell, what: &str, ready: impl Fn(&Cluster) -> bool) -
 
 /// The workloads a flow resolves to.
 fn peers(model: &Cluster, record: &FlowRecord) -> Vec<String> {
-    let prepared =
-        recommender::service::ingest::prepare(None, std::slice::from_ref(record), model, None);
+    let interner = recommender::service::state::Interner::default();
+    let prepared = recommender::service::ingest::prepare(
+        None,
+        std::slice::from_ref(record),
+        model,
+        None,
+        &interner,
+    );
     let mut names: Vec<String> = prepared
         .edges
         .iter()
