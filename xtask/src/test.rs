@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{command, exec, is_root};
+use crate::cmd::{command, exec, is_root, workspace_root};
 use crate::setup::{self, Tools};
 
 /// The crate that holds every fuzz target (a workspace of its own: nightly and cargo-fuzz).
@@ -80,14 +80,18 @@ pub fn fuzz(_tools: &Tools, target: &str, budget: Budget) -> Result<()> {
         );
     }
     eprintln!("xtask: fuzzing {target} ({budget:?})");
-    let corpus = format!("{FUZZ_DIR}/corpus/{target}");
-    std::fs::create_dir_all(&corpus).with_context(|| format!("cannot create {corpus}"))?;
+    // Absolute paths: libFuzzer reads them from the directory cargo-fuzz runs it in, and xtask
+    // may have been started anywhere in the workspace.
+    let fuzz_dir = workspace_root().join(FUZZ_DIR);
+    let corpus = fuzz_dir.join("corpus").join(target);
+    std::fs::create_dir_all(&corpus)
+        .with_context(|| format!("cannot create {}", corpus.display()))?;
     let mut cmd = command("cargo");
     cmd.args(["+nightly", "fuzz", "run", "--fuzz-dir", FUZZ_DIR, target])
-        .arg(format!("corpus/{target}"));
-    let seeds = format!("{FUZZ_DIR}/seeds/{target}");
-    if std::path::Path::new(&seeds).is_dir() {
-        cmd.arg(format!("seeds/{target}"));
+        .arg(&corpus);
+    let seeds = fuzz_dir.join("seeds").join(target);
+    if seeds.is_dir() {
+        cmd.arg(&seeds);
     }
     cmd.arg("--")
         .arg(match budget {

@@ -230,7 +230,10 @@ pub fn run(args: &LabArgs) -> Result<()> {
     // The store is read offline while the service is down between its two modes.
     serve.stop(&mut lab)?;
     let edges = graph::load(&files.get("store.redb"))?;
-    step(&format!("the learned edges ({})", edges.len()));
+    step(&format!(
+        "the learned edges, one row per peer and workload ({} rows)",
+        edges.len()
+    ));
     print!("{}", graph::table(&edges));
     step(&format!(
         "the learned egress graph (SVG: {})",
