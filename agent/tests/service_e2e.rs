@@ -23,7 +23,7 @@ use support::agent::{free_port, http_get, metric_sum, wait_exit, Agent};
 use support::cgroup::{cgroup_root, Cgroup, Driver, Qos};
 use support::dns::API_NAME;
 use support::hosts::{Hosts, API_V4, MULTI_V4, UDP_SENDTO_PORT};
-use support::pods::PodSpec;
+use support::pods::{test_pods, PodSpec};
 use support::traffic::{run_client, Server};
 use support::{die_with_parent, random_hex, random_uid, run, unique_prefix, wait_for, ChildGuard};
 
@@ -266,48 +266,27 @@ fn two_agents_one_service_killed_and_restarted_learn_policies_that_allow_every_f
         .collect();
     // Declared before the pods, so dropped after them: a subtree is removed once its pods are.
     let _subtrees: Vec<Cgroup> = nodes.iter().map(|n| Cgroup::create(&n.subtree)).collect();
+    // The shared test pods (web on both nodes, api on node-a), plus a CRI-O pod on node-b.
+    let [web_x2k4q, web_h7m2p, api_q8w2e] = <[PodSpec; 3]>::try_from(test_pods())
+        .unwrap_or_else(|_| panic!("test_pods() gives three pods"));
+    let on = |pod: PodSpec, node: &Node| pod.on_node(node.name, &node.subtree);
     let pods = vec![
-        PodSpec::new(
-            "shop",
-            "web",
-            "5d8f7c9b4",
-            "x2k4q",
-            Driver::Systemd,
-            Qos::BestEffort,
-            0,
-        )
-        .on_node(nodes[0].name, &nodes[0].subtree),
-        PodSpec::new(
-            "payments",
-            "api",
-            "7c9f8d6b5",
-            "q8w2e",
-            Driver::Systemd,
-            Qos::Guaranteed,
-            2,
-        )
-        .on_node(nodes[0].name, &nodes[0].subtree),
-        PodSpec::new(
-            "shop",
-            "web",
-            "5d8f7c9b4",
-            "h7m2p",
-            Driver::Cgroupfs,
-            Qos::Burstable,
-            1,
-        )
-        .on_node(nodes[1].name, &nodes[1].subtree),
-        PodSpec::new(
-            "shop",
-            "cart",
-            "6b7c8d9e5",
-            "t4r5w",
-            Driver::Systemd,
-            Qos::Burstable,
-            3,
-        )
-        .crio()
-        .on_node(nodes[1].name, &nodes[1].subtree),
+        on(web_x2k4q, &nodes[0]),
+        on(api_q8w2e, &nodes[0]),
+        on(web_h7m2p, &nodes[1]),
+        on(
+            PodSpec::new(
+                "shop",
+                "cart",
+                "6b7c8d9e5",
+                "t4r5w",
+                Driver::Systemd,
+                Qos::Burstable,
+                3,
+            )
+            .crio(),
+            &nodes[1],
+        ),
     ];
     let hosts = Hosts::build(pods.clone());
     let cluster = nodes_dir.path().join("cluster.json");

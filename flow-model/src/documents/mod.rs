@@ -103,11 +103,7 @@ fn parse_json(text: &str, source_name: &str) -> Result<Vec<Document>, DocumentEr
             line: e.line(),
             column: e.column(),
             format: Format::Json,
-            problem: if e.to_string().starts_with("recursion limit exceeded") {
-                Problem::TooDeep { limit: MAX_DEPTH }
-            } else {
-                Problem::Syntax(e.to_string())
-            },
+            problem: syntax(&e.to_string()),
         })?;
         if !value.is_null() {
             documents.push(Document {

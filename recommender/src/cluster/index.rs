@@ -209,11 +209,10 @@ impl Cluster {
         match object {
             LiveObject::Pod(pod) => {
                 let pod = *pod;
-                index.index_pod(&pod, true);
                 if let Some(old) = index.pods.upsert(&mut self.pods, pod.clone()) {
                     index.index_pod(&old, false);
-                    index.index_pod(&pod, true);
                 }
+                index.index_pod(&pod, true);
             }
             LiveObject::Service(service) => {
                 let service = *service;

@@ -32,7 +32,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use flow_model::Protocol;
 use jiff::Timestamp;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -41,6 +40,10 @@ use super::{
     FORMAT_VERSION,
 };
 use crate::resolve::{Peer, SourceWorkload};
+
+mod rows;
+
+use rows::{protocol_code, protocol_of, put_row, rows, EdgeRow};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const WORKLOADS: TableDefinition<u64, &[u8]> = TableDefinition::new("workloads");
@@ -53,7 +56,6 @@ pub const CHECKPOINT_BYTES: usize = 64 << 20;
 /// Time after which a commit folds the journal into `edges`, whatever its size.
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
-type EdgeRow = (u64, u64, u16, u8);
 const UNCOVERED: TableDefinition<&[u8], &[u8]> = TableDefinition::new("uncovered");
 const BATCH_IDS: TableDefinition<&str, i64> = TableDefinition::new("batch_ids");
 const BATCH_IDS_BY_TIME: TableDefinition<(i64, &str), ()> =
@@ -64,23 +66,6 @@ const FORMAT_KEY: &str = "format";
 /// At most this many forgotten batch ids are removed per commit, so that pruning never makes one
 /// commit slow; the rest go with the next ones.
 const PRUNE_PER_COMMIT: usize = 4096;
-
-fn protocol_code(p: Protocol) -> u8 {
-    match p {
-        Protocol::Tcp => 6,
-        Protocol::Udp => 17,
-        Protocol::Sctp => 132,
-    }
-}
-
-fn protocol_of(code: u8) -> Option<Protocol> {
-    match code {
-        6 => Some(Protocol::Tcp),
-        17 => Some(Protocol::Udp),
-        132 => Some(Protocol::Sctp),
-        _ => None,
-    }
-}
 
 /// Ids of the workloads and peers already in the file, and the journal since the last
 /// checkpoint.
@@ -109,38 +94,6 @@ impl Default for Ids {
             last_checkpoint: std::time::Instant::now(),
         }
     }
-}
-
-/// Appends one framed edge to a journal entry: the key (little-endian), the value's length, the
-/// value.
-fn put_row(entry: &mut Vec<u8>, (w, p, port, proto): EdgeRow, value: &[u8]) {
-    entry.extend_from_slice(&w.to_le_bytes());
-    entry.extend_from_slice(&p.to_le_bytes());
-    entry.extend_from_slice(&port.to_le_bytes());
-    entry.push(proto);
-    entry.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    entry.extend_from_slice(value);
-}
-
-/// The framed edges of a journal entry.
-fn rows(mut entry: &[u8]) -> Result<Vec<(EdgeRow, &[u8])>, String> {
-    let mut out = Vec::new();
-    while !entry.is_empty() {
-        if entry.len() < 23 {
-            return Err("truncated journal entry".into());
-        }
-        let w = u64::from_le_bytes(entry[0..8].try_into().expect("8 bytes"));
-        let p = u64::from_le_bytes(entry[8..16].try_into().expect("8 bytes"));
-        let port = u16::from_le_bytes(entry[16..18].try_into().expect("2 bytes"));
-        let proto = entry[18];
-        let len = u32::from_le_bytes(entry[19..23].try_into().expect("4 bytes")) as usize;
-        if entry.len() < 23 + len {
-            return Err("truncated journal entry".into());
-        }
-        out.push(((w, p, port, proto), &entry[23..23 + len]));
-        entry = &entry[23 + len..];
-    }
-    Ok(out)
 }
 
 /// The store in one redb file.

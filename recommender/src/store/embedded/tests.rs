@@ -1,6 +1,7 @@
 use super::*;
 use crate::resolve::Observation;
 use crate::store::UncoveredFlow;
+use flow_model::Protocol;
 use flow_model::{FlowKey, Outcome, Outcomes, SourceKind, WorkloadRef};
 
 fn scratch(name: &str) -> PathBuf {
