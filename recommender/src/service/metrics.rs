@@ -36,10 +36,13 @@ pub enum Refusal {
     NotReady,
     /// The store could not make the batch durable (503).
     StoreFailed,
+    /// This replica does not hold the HA store's Lease, or has not read the store since it
+    /// took it (503 with Retry-After: the agent retries, and reaches the holder).
+    NotLeader,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::MissingToken,
         Refusal::InvalidToken,
         Refusal::Forbidden,
@@ -52,6 +55,7 @@ impl Refusal {
         Refusal::Malformed,
         Refusal::NotReady,
         Refusal::StoreFailed,
+        Refusal::NotLeader,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Refusal {
             Refusal::Malformed => "malformed",
             Refusal::NotReady => "not_ready",
             Refusal::StoreFailed => "store_failed",
+            Refusal::NotLeader => "not_leader",
         }
     }
 }

@@ -136,7 +136,9 @@ pub enum StoreError {
     NotAStore { path: String, reason: String },
     #[error("store {path}: {message}")]
     Database { path: String, message: String },
-    #[error("this replica does not hold the store's Lease ({holder} does): only the holder writes")]
+    #[error(
+        "this replica does not hold the store's Lease ({holder} does): only the holder writes"
+    )]
     NotLeader { holder: String },
     #[error("store {path}: damaged entry in {table}: {message}")]
     Corrupt {

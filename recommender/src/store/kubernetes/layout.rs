@@ -19,6 +19,9 @@ use kube::api::DynamicObject;
 use super::wire::{EdgeId, EdgeValue, Spec};
 use crate::resolve::SourceWorkload;
 
+/// Bytes of a part kept for its `spec.source` and framing when new edges are placed.
+const SOURCE_ROOM: usize = 1024;
+
 /// One object (one part of a source workload's edges), as last read or written.
 #[derive(Clone, Debug, Default)]
 pub struct Part {
@@ -122,13 +125,15 @@ impl Source {
         if let Some(part) = self.location.get(id) {
             return *part;
         }
-        let size = serde_json::to_vec(&super::wire::WireEdge::of(id, value)).map_or(0, |v| v.len())
-            + 1;
+        let size =
+            serde_json::to_vec(&super::wire::WireEdge::of(id, value)).map_or(0, |v| v.len()) + 1;
         let last = self.parts.keys().next_back().copied();
         let last_pending = self.pending.keys().max().copied();
         let last = last.max(last_pending).unwrap_or(0);
-        let used = self.parts.get(&last).map_or(0, |p| p.bytes) + self.pending.get(&last).copied().unwrap_or(0);
-        let part = if used == 0 || used + size <= bound {
+        let used = self.parts.get(&last).map_or(0, |p| p.bytes)
+            + self.pending.get(&last).copied().unwrap_or(0);
+        // A new part holds its source too (namespace, workload, selector): room is kept for it.
+        let part = if used == 0 || used + size + SOURCE_ROOM <= bound {
             last
         } else {
             last + 1

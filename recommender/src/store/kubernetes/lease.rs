@@ -196,7 +196,10 @@ async fn step(
     if holder.as_deref() == Some(config.identity.as_str()) {
         spec.renew_time = Some(now());
         spec.lease_duration_seconds = Some(seconds);
-        return match api.replace(&config.name, &PostParams::default(), &lease).await {
+        return match api
+            .replace(&config.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) => {
                 leadership.held_from(started, config);
                 Ok(())
@@ -236,7 +239,10 @@ async fn step(
     spec.acquire_time = Some(now());
     spec.renew_time = Some(now());
     spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0).saturating_add(1));
-    match api.replace(&config.name, &PostParams::default(), &lease).await {
+    match api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
         Ok(_) => {
             tracing::info!(lease = %config.name, previous = ?holder, "lease taken over: this replica leads");
             leadership.held_from(started, config);
@@ -262,7 +268,10 @@ pub async fn release(api: &Api<Lease>, config: &LeaseConfig, leadership: &Leader
         return;
     }
     spec.holder_identity = None;
-    match api.replace(&config.name, &PostParams::default(), &lease).await {
+    match api
+        .replace(&config.name, &PostParams::default(), &lease)
+        .await
+    {
         Ok(_) => tracing::info!(lease = %config.name, "lease released"),
         Err(e) => tracing::warn!(lease = %config.name, "lease not released: {e}"),
     }

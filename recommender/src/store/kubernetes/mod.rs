@@ -27,7 +27,7 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, PostParams};
 use super::{BoxFuture, Commit, Edge, Learned, Store, StoreError};
 use crate::resolve::SourceWorkload;
 use layout::{Part, Source};
-pub use lease::{LeaseConfig, Leadership};
+pub use lease::{Leadership, LeaseConfig};
 use wire::{edge_parts, EdgeId, EdgeValue, Spec};
 
 /// The default bound on an object's JSON when edges are placed: a third of etcd's 1.5 MiB
@@ -120,11 +120,12 @@ impl KubernetesStore {
                 .await
                 .map_err(|e| self.api_error("list", e))?;
             for object in page.items {
-                let (source, part) = Part::read(&object).map_err(|message| StoreError::Corrupt {
-                    path: self.name(),
-                    table: wire::PLURAL,
-                    message,
-                })?;
+                let (source, part) =
+                    Part::read(&object).map_err(|message| StoreError::Corrupt {
+                        path: self.name(),
+                        table: wire::PLURAL,
+                        message,
+                    })?;
                 cache.entry(source).or_default().insert(part);
             }
             match page.metadata.continue_.filter(|c| !c.is_empty()) {
@@ -200,7 +201,10 @@ impl KubernetesStore {
             let spec = Spec {
                 source: wire_source.clone(),
                 part,
-                edges: edges.iter().map(|(k, v)| wire::WireEdge::of(k, v)).collect(),
+                edges: edges
+                    .iter()
+                    .map(|(k, v)| wire::WireEdge::of(k, v))
+                    .collect(),
             };
             let mut object = wire::object(&self.config.namespace, &self.config.writer, &spec);
             let resource_version = current.resource_version.clone();
@@ -243,13 +247,12 @@ impl KubernetesStore {
                     match server {
                         None => objects.part(part, &name).resource_version = None,
                         Some(server) => {
-                            let (_, read) = Part::read(&server).map_err(|message| {
-                                StoreError::Corrupt {
+                            let (_, read) =
+                                Part::read(&server).map_err(|message| StoreError::Corrupt {
                                     path: self.name(),
                                     table: wire::PLURAL,
                                     message,
-                                }
-                            })?;
+                                })?;
                             objects.absorb(part, read, ours != Some(true), &mut changes);
                         }
                     }

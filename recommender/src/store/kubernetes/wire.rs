@@ -178,7 +178,10 @@ impl WirePeer {
 
     /// The peer, or what is missing for its kind.
     pub fn peer(&self) -> Result<Peer, String> {
-        let ip = || self.ip.ok_or_else(|| format!("a {:?} peer without ip", self.kind));
+        let ip = || {
+            self.ip
+                .ok_or_else(|| format!("a {:?} peer without ip", self.kind))
+        };
         Ok(match self.kind {
             PeerKind::Pods => Peer::Pods {
                 namespace: self
