@@ -181,6 +181,15 @@ async fn a_large_workload_is_split_into_parts_under_the_bound() {
     }
     parts.sort();
     assert_eq!(parts, (0..objects.len() as u64).collect::<Vec<_>>());
+    let total: usize = objects
+        .iter()
+        .map(|o| serde_json::to_vec(&o["spec"]).unwrap().len())
+        .sum();
+    eprintln!(
+        "split: 100 edges in {} objects of at most {bound} bytes, {} bytes of spec an edge",
+        objects.len(),
+        total / 100
+    );
     // Updating edges already placed keeps them where they are.
     s.commit(commit((0..100).map(|n| edge(&web, n, 2)).collect()))
         .await
@@ -310,6 +319,9 @@ async fn the_lease_goes_to_one_replica_and_then_to_the_other() {
     // duration, and A, if it came back, would find it lost.
     a_task.abort();
     b_role.wait_for(|leader| *leader).await.unwrap();
+    // A's own deadline (two thirds of the Lease after its last renewal began) passed before B
+    // could take over (the whole Lease after B saw that renewal): never two writers.
+    assert!(!a.may_write());
     let lease: k8s_openapi::api::coordination::v1::Lease =
         serde_json::from_value(stub.objects(&resources::leases()).remove(0)).unwrap();
     let spec = lease.spec.unwrap();
