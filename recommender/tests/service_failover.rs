@@ -192,6 +192,7 @@ fn a_failover_loses_nothing_acknowledged() {
     // A last batch, after the failover, for good measure.
     let last = attempted.lock().unwrap().iter().max().copied().unwrap_or(0) + 1;
     send_until_acknowledged(&b, last);
+    assert_eq!(b.metric("egress_recommender_store_leader"), 1.0);
     eprintln!(
         "failover: {} batches acknowledged by A, {} resent to B, {} refusals by B, B took {:?} after the kill",
         acknowledged.len(),

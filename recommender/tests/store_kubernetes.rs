@@ -249,6 +249,33 @@ async fn a_conflict_merges_the_other_writers_additions() {
 }
 
 #[tokio::test]
+async fn two_writers_creating_the_same_object_both_count() {
+    let stub = stub().await;
+    let web = source("web");
+    let a = store(&stub, "a", 512 << 10, None);
+    let b = store(&stub, "b", 512 << 10, None);
+    a.load().await.unwrap();
+    b.load().await.unwrap();
+    a.commit(commit(vec![edge(&web, 1, 5)])).await.unwrap();
+    // B's create meets 409 AlreadyExists: it reads A's object and adds its own to it.
+    b.commit(commit(vec![edge(&web, 1, 3), edge(&web, 2, 1)]))
+        .await
+        .unwrap();
+    assert!(stub
+        .requests()
+        .iter()
+        .any(|r| r.method == "POST" && r.status == 409));
+    let merged = counts(
+        &store(&stub, "c", 512 << 10, None)
+            .load()
+            .await
+            .unwrap()
+            .edges,
+    );
+    assert_eq!(merged.values().copied().collect::<Vec<_>>(), [5 + 3, 1]);
+}
+
+#[tokio::test]
 async fn a_conflict_with_its_own_unanswered_write_is_not_counted_twice() {
     let stub = stub().await;
     let web = source("web");

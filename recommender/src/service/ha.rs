@@ -37,6 +37,7 @@ pub async fn follow(
                     state.reload(learned);
                     metrics.edges.set(state.edges.len() as i64);
                     leadership.set_loaded(true);
+                    metrics.leader.set(1);
                     tracing::info!(edges, "leading: store read, taking batches");
                 }
                 Ok(_) => {}
@@ -46,6 +47,9 @@ pub async fn follow(
                     continue;
                 }
             }
+        }
+        if !leader {
+            metrics.leader.set(0);
         }
         let refreshed = tokio::select! {
             changed = role.changed() => {

@@ -149,6 +149,8 @@ pub struct Metrics {
     pub skipped: IntCounterVec,
     /// Distinct edges learned.
     pub edges: IntGauge,
+    /// HA store: 1 while this replica holds the Lease and takes batches, else 0.
+    pub leader: IntGauge,
     /// Workloads per learning state (set when scraped).
     pub workloads: IntGaugeVec,
     pub commit_seconds: Histogram,
@@ -190,6 +192,14 @@ impl Metrics {
         registry
             .register(Box::new(edges.clone()))
             .expect("registers");
+        let leader = IntGauge::new(
+            "egress_recommender_store_leader",
+            "1 while this replica holds the HA store's Lease and takes batches (--store kubernetes).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("registers");
         let workloads = IntGaugeVec::new(
             Opts::new(
                 "egress_recommender_workloads",
@@ -227,6 +237,7 @@ impl Metrics {
                 &["reason"],
             ),
             edges,
+            leader,
             workloads,
             commit_seconds: histogram(
                 "egress_recommender_store_commit_seconds",
