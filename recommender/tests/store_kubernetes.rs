@@ -299,6 +299,15 @@ async fn a_conflict_with_its_own_unanswered_write_is_not_counted_twice() {
 }
 
 #[tokio::test]
+async fn a_missing_crd_is_named() {
+    let stub = stub().await;
+    // What the API server answers for a resource it does not serve.
+    stub.inject(les(), api_stub::Fault::Status(404));
+    let err = store(&stub, "a", 512 << 10, None).load().await.unwrap_err();
+    assert!(err.to_string().contains("install the CRD"), "{err}");
+}
+
+#[tokio::test]
 async fn a_replica_without_the_lease_writes_nothing() {
     let stub = stub().await;
     let lead = Arc::new(Leadership::new("replica-a"));

@@ -114,11 +114,17 @@ impl KubernetesStore {
         let selector = format!("{}={}", wire::PART_OF_LABEL.0, wire::PART_OF_LABEL.1);
         let mut params = ListParams::default().labels(&selector).limit(PAGE);
         loop {
-            let page = self
-                .api
-                .list(&params)
-                .await
-                .map_err(|e| self.api_error("list", e))?;
+            let page = self.api.list(&params).await.map_err(|e| match e {
+                kube::Error::Api(status) if status.code == 404 => StoreError::Database {
+                    path: self.name(),
+                    message: format!(
+                        "the API has no {}.{}: install the CRD (deploy/base/crd.yaml, part of kubectl apply -k deploy/overlays/ha)",
+                        wire::PLURAL,
+                        wire::GROUP
+                    ),
+                },
+                e => self.api_error("list", e),
+            })?;
             for object in page.items {
                 let (source, part) =
                     Part::read(&object).map_err(|message| StoreError::Corrupt {
