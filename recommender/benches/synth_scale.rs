@@ -16,7 +16,8 @@
 //! Each phase is given in wall time and in the process's CPU time (user + system, from
 //! `getrusage`): the bench is single-threaded, so on a machine shared with other work the CPU
 //! time is what the phase costs, and the wall time adds the waiting. The allocator is the one the
-//! `recommender` binary uses (mimalloc), so the figures are the command's.
+//! `recommender` binary uses, with its settings (`recommender::allocator`), so the figures are the
+//! command's.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -31,7 +32,7 @@ use recommender::resolve::{Observation, Peer, ResolvedFlow, SourceWorkload};
 use recommender::synth::{recommend, render, Options};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: recommender::allocator::Allocator = recommender::allocator::Allocator {};
 
 fn usage() -> libc::rusage {
     // SAFETY: getrusage only writes the struct we pass.
@@ -207,6 +208,7 @@ fn endpoint(namespace: &str, selector: &PodSelector) -> Endpoint {
 }
 
 fn main() {
+    recommender::allocator::configure();
     let workloads = env_usize("SYNTH_BENCH_WORKLOADS", 10_000);
     let per_workload = env_usize("SYNTH_BENCH_EDGES_PER_WORKLOAD", 100);
     let rss_start = max_rss_mib();

@@ -11,6 +11,8 @@
 //!   ingest, status, monitor mode.
 //! - [`live`] (feature `live`): the cluster model followed with kube-rs watchers.
 
+#[cfg(feature = "service")]
+pub mod allocator;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod cluster;

@@ -1,9 +1,8 @@
-/// The service allocates on many threads and frees on others (batches decoded on the blocking
-/// pool, merged and dropped by the writer); mimalloc handles that far better than glibc's malloc
-/// (see BENCHMARKS.md, "Durable ingest").
+/// See `recommender::allocator` for the choice and its settings.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: recommender::allocator::Allocator = recommender::allocator::Allocator {};
 
 fn main() {
+    recommender::allocator::configure();
     std::process::exit(recommender::cli::main());
 }

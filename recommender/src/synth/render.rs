@@ -63,36 +63,68 @@ fn key_rank(key: &str) -> usize {
 
 /// Words YAML 1.1 or 1.2 would read as something other than a string.
 fn is_special_word(s: &str) -> bool {
-    matches!(
-        s.to_ascii_lowercase().as_str(),
-        "true" | "false" | "yes" | "no" | "y" | "n" | "on" | "off" | "null" | "~" | ".inf" | ".nan"
-    )
+    const WORDS: &[&str] = &[
+        "true", "false", "yes", "no", "y", "n", "on", "off", "null", "~", ".inf", ".nan",
+    ];
+    WORDS.iter().any(|w| w.eq_ignore_ascii_case(s))
 }
 
 /// A string scalar: plain if it is made of safe characters, does not start like a number or an
 /// indicator, and is not a special word; JSON-quoted otherwise.
-fn scalar_string(s: &str) -> String {
+/// Written straight into the output: the emitter prints tens of millions of scalars at scale
+/// (BENCHMARKS.md), and a `String` for each was a fifth of its time.
+fn push_scalar_string(out: &mut String, s: &str) {
     let safe = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'/' | b'-'))
         && s.starts_with(|c: char| c.is_ascii_alphabetic())
         && !is_special_word(s);
     if safe {
-        s.to_owned()
+        out.push_str(s);
     } else {
-        serde_json::to_string(s).expect("strings serialize")
+        // A JSON string is a valid YAML double-quoted scalar.
+        let quoted = serde_json::to_string(s).expect("strings serialize");
+        out.push_str(&quoted);
     }
 }
 
-fn scalar(v: &Value) -> Option<String> {
+#[cfg(test)]
+fn scalar_string(s: &str) -> String {
+    let mut out = String::new();
+    push_scalar_string(&mut out, s);
+    out
+}
+
+/// Writes `v`, which prints on one line ([`is_inline`]: a scalar or an empty container).
+fn push_scalar(out: &mut String, v: &Value) {
+    debug_assert!(is_inline(v), "containers are emitted as blocks");
     match v {
-        Value::Null => Some("null".to_owned()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(scalar_string(s)),
-        Value::Array(a) if a.is_empty() => Some("[]".to_owned()),
-        Value::Object(o) if o.is_empty() => Some("{}".to_owned()),
-        _ => None,
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => push_scalar_string(out, s),
+        Value::Object(_) => out.push_str("{}"),
+        Value::Array(_) => out.push_str("[]"),
+    }
+}
+
+/// Whether `v` prints on one line.
+fn is_inline(v: &Value) -> bool {
+    match v {
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => true,
+    }
+}
+
+/// The path segment of `key`: the schema's keys borrowed from [`KEY_ORDER`], so that walking an
+/// object allocates only for keys that are data (label names).
+fn key_seg(key: &str, rank: usize) -> PathSeg {
+    match KEY_ORDER.get(rank) {
+        Some(k) => PathSeg::Key(std::borrow::Cow::Borrowed(k)),
+        None => PathSeg::Key(std::borrow::Cow::Owned(key.to_owned())),
     }
 }
 
@@ -102,32 +134,38 @@ struct Emitter<'a> {
     path: Vec<PathSeg>,
 }
 
-impl Emitter<'_> {
+impl<'a> Emitter<'a> {
     fn pad(&mut self, indent: usize) {
         self.out.extend(std::iter::repeat_n(' ', indent));
+    }
+
+    /// The comment lines above the node at the current path; most documents have few.
+    fn comments_at_path(&self) -> Option<&'a Vec<String>> {
+        if self.comments.is_empty() {
+            return None;
+        }
+        self.comments.get(&self.path)
     }
 
     /// Emits the entries of `map` at `indent`; the first one continues the current line when
     /// `inline_first` (after `- `).
     fn map(&mut self, map: &serde_json::Map<String, Value>, indent: usize, inline_first: bool) {
-        let mut keys: Vec<&String> = map.keys().collect();
         // Label and annotation keys are data, not schema: plain alphabetical order, or a label
         // named `kind` would jump ahead of `app`.
         let data =
             matches!(self.path.last(), Some(PathSeg::Key(k)) if DATA_MAPS.contains(&k.as_ref()));
-        if data {
-            keys.sort();
-        } else {
-            keys.sort_by(|a, b| (key_rank(a), a.as_str()).cmp(&(key_rank(b), b.as_str())));
-        }
-        for (i, key) in keys.into_iter().enumerate() {
+        let mut entries: Vec<(usize, &String, &Value)> = map
+            .iter()
+            .map(|(k, v)| (if data { KEY_ORDER.len() } else { key_rank(k) }, k, v))
+            .collect();
+        entries.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (i, (rank, key, value)) in entries.into_iter().enumerate() {
             if i > 0 || !inline_first {
                 self.pad(indent);
             }
-            let value = &map[key];
-            let _ = write!(self.out, "{}:", scalar_string(key));
-            self.path
-                .push(PathSeg::Key(std::borrow::Cow::Owned(key.clone())));
+            push_scalar_string(&mut self.out, key);
+            self.out.push(':');
+            self.path.push(key_seg(key, rank));
             self.value(value, indent);
             self.path.pop();
         }
@@ -135,8 +173,10 @@ impl Emitter<'_> {
 
     /// Emits `value` after `key:` at `indent`.
     fn value(&mut self, value: &Value, indent: usize) {
-        if let Some(s) = scalar(value) {
-            let _ = writeln!(self.out, " {s}");
+        if is_inline(value) {
+            self.out.push(' ');
+            push_scalar(&mut self.out, value);
+            self.out.push('\n');
             return;
         }
         self.out.push('\n');
@@ -151,7 +191,7 @@ impl Emitter<'_> {
     fn seq(&mut self, items: &[Value], indent: usize) {
         for (i, item) in items.iter().enumerate() {
             self.path.push(PathSeg::Index(i));
-            if let Some(lines) = self.comments.get(&self.path) {
+            if let Some(lines) = self.comments_at_path() {
                 for line in lines {
                     self.pad(indent);
                     let _ = writeln!(self.out, "# {}", line.replace('\n', " "));
@@ -166,8 +206,8 @@ impl Emitter<'_> {
                     self.seq(a, indent + 2);
                 }
                 other => {
-                    let s = scalar(other).expect("non-empty containers handled above");
-                    let _ = writeln!(self.out, "{s}");
+                    push_scalar(&mut self.out, other);
+                    self.out.push('\n');
                 }
             }
             self.path.pop();
@@ -175,18 +215,19 @@ impl Emitter<'_> {
     }
 }
 
-/// One document, starting with `---`.
-pub fn render_document(doc: &Document) -> String {
+/// One document, starting with `---`, at the end of `out`, which the emitter grows in place.
+fn push_document(out: &mut String, doc: &Document) {
     let value = match &doc.object {
         Object::NetworkPolicy(np) => serde_json::to_value(np),
         Object::Cilium(cnp) => serde_json::to_value(cnp),
     }
     .expect("policy objects serialize");
     let mut e = Emitter {
-        out: String::from("---\n"),
+        out: std::mem::take(out),
         comments: &doc.node_comments,
         path: Vec::new(),
     };
+    e.out.push_str("---\n");
     for line in &doc.comments {
         let _ = writeln!(e.out, "# {}", line.replace('\n', " "));
     }
@@ -194,7 +235,7 @@ pub fn render_document(doc: &Document) -> String {
         Value::Object(m) => e.map(m, 0, false),
         _ => unreachable!("policies are objects"),
     }
-    e.out
+    *out = e.out;
 }
 
 /// The whole recommendation as multi-document YAML: notes as leading comments, then one document
@@ -211,7 +252,7 @@ pub fn render(rec: &Recommendation) -> String {
         out.push_str("# No policies.\n");
     }
     for doc in &rec.documents {
-        out.push_str(&render_document(doc));
+        push_document(&mut out, doc);
     }
     out
 }
