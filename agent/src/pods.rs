@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use flow_model::WorkloadRef;
+use flow_model::{Source, WorkloadRef};
 use k8s_openapi::api::core::v1::Pod;
+
+/// Pods by UID (lower case), as a pod source last knew them. Cheap to clone and hold while the
+/// source moves on.
+pub type PodIndex = Arc<HashMap<String, Arc<PodInfo>>>;
 
 /// What the agent needs of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +25,18 @@ pub struct PodInfo {
     pub labels: BTreeMap<String, String>,
     pub workload: WorkloadRef,
     pub host_network: bool,
+}
+
+impl PodInfo {
+    /// Writes what the pod's metadata says into a FlowRecord's `source` (whose UID and container
+    /// id come from the cgroup path).
+    pub fn describe(&self, source: &mut Source) {
+        source.namespace = Some(self.namespace.clone());
+        source.pod = Some(self.name.clone());
+        source.workload = Some(self.workload.clone());
+        source.labels = self.labels.clone();
+        source.host_network = self.host_network;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +199,7 @@ pub enum Reload {
 pub struct PodsFile {
     path: PathBuf,
     stamp: Option<(SystemTime, u64)>,
-    pods: Arc<HashMap<String, Arc<PodInfo>>>,
+    pods: PodIndex,
 }
 
 impl PodsFile {
@@ -232,7 +248,7 @@ impl PodsFile {
     }
 
     /// The current index, uid → pod. Cheap to clone and hold while the file reloads.
-    pub fn index(&self) -> Arc<HashMap<String, Arc<PodInfo>>> {
+    pub fn index(&self) -> PodIndex {
         Arc::clone(&self.pods)
     }
 

@@ -10,7 +10,7 @@ use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cgroup::resolver::CgroupResolver;
-use crate::cli::RunArgs;
+use crate::cli::{PodMetadata, RunArgs};
 use crate::clock::BootClock;
 use crate::dns::DnsCache;
 use crate::existing;
@@ -20,7 +20,9 @@ use crate::kernel::{self, EventReader, KernelEvent, Probes};
 use crate::metrics::{ExistingSocket, Metrics};
 use crate::output::{FlowWriter, Outputs};
 use crate::pipeline::Pipeline;
+use crate::pod_source::PodSource;
 use crate::pods::{self, PodsFile};
+use crate::pods_api;
 use crate::ship::{self, client::ConfigError, Backoff, BatchIds, Shipper, Spool};
 
 /// A new cgroup is looked for at most this often; see `CgroupResolver`.
@@ -36,6 +38,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Error {
     #[error(transparent)]
     Pods(#[from] pods::Error),
+    #[error(
+        "--pods-from api: no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or the \
+         in-cluster service account): {0}; use --pods-file or --pods-from none without the API"
+    )]
+    KubeConfig(kube::Error),
     #[error("--flows-out {path}: {source}")]
     Output {
         path: String,
@@ -92,7 +99,25 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         .unwrap_or_else(default_node_name);
     let metrics = Arc::new(Metrics::new());
     // Everything that can be wrong with the inputs is reported before the kernel is touched.
-    let pods = args.pods_file.as_deref().map(PodsFile::load).transpose()?;
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let pods_synced = Arc::new(AtomicBool::new(true));
+    let pods = match args.pod_metadata(in_pod) {
+        PodMetadata::File(path) => PodSource::File(PodsFile::load(&path)?),
+        PodMetadata::None => PodSource::None,
+        PodMetadata::Api => {
+            let client = pods_api::client().await.map_err(Error::KubeConfig)?;
+            // Started now, so that the first list overlaps loading the programs; /readyz waits
+            // for it.
+            pods_synced.store(false, Ordering::Release);
+            tracing::info!(%node, "watching this node's pods through the Kubernetes API");
+            PodSource::Api(pods_api::start(
+                client,
+                &node,
+                Arc::clone(&metrics),
+                Arc::clone(&pods_synced),
+            ))
+        }
+    };
     let mut outputs = Outputs::new();
     if let Some(target) = args.flows_out() {
         let writer = FlowWriter::open(target).map_err(|source| Error::Output {
@@ -123,6 +148,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let state = HttpState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
+        pods_synced,
     };
     let http_task = tokio::spawn(http::serve(listener, state, async {
         let _ = http_stopped.await;
@@ -164,7 +190,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         pods,
         DnsCache::new(DNS_RETENTION, DNS_CACHE_ENTRIES),
         Arc::clone(&metrics),
-    );
+    )
+    .with_pod_wait(Duration::from_secs(args.pod_wait), crate::held::MAX_HELD);
     let mut events = events;
     let shutdown = async move {
         tokio::select! {
@@ -393,7 +420,14 @@ pub async fn main_loop(
     let flushed = flush(source, events, pipeline, &mut batch).map_or(Ok(()), |records| {
         outputs.offer(records).map_err(|_| Error::OutputStopped)
     });
-    result.and(flushed)
+    // Records still waiting for their pod go out too, named if the pod is known by now.
+    let held = pipeline.finish();
+    let released = if held.is_empty() {
+        Ok(())
+    } else {
+        outputs.offer(held).map_err(|_| Error::OutputStopped)
+    };
+    result.and(flushed).and(released)
 }
 
 fn handle(pipeline: &mut Pipeline, batch: &mut Vec<KernelEvent>) {
