@@ -254,6 +254,10 @@ impl Pipeline {
 }
 
 #[cfg(test)]
+#[path = "pipeline_held_tests.rs"]
+mod held_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::cgroup::resolver::CgroupResolver;

@@ -40,6 +40,11 @@ pub struct ApiPods {
 }
 
 impl ApiPods {
+    /// The receiving end of a channel of indexes ([`start`] makes one; tests make their own).
+    pub fn new(index: watch::Receiver<PodIndex>) -> ApiPods {
+        ApiPods { index }
+    }
+
     /// The latest index (a brief read of a shared pointer, never a wait for the API).
     pub fn index(&self) -> PodIndex {
         self.index.borrow().clone()
