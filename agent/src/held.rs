@@ -83,10 +83,7 @@ impl Held {
                 out.push(oldest.record);
             }
         }
-        self.queue.push_back(Waiting {
-            since: now,
-            record,
-        });
+        self.queue.push_back(Waiting { since: now, record });
     }
 
     /// Sends to `out`, oldest first, the records whose pod `index` now knows (named) and those

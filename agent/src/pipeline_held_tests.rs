@@ -148,11 +148,7 @@ fn the_hold_is_bounded_and_emptied_at_exit() {
     let mut f = fixture(2);
     let clock = BootClock::with_offset(1_700_000_000_000_000_000);
     let now = Instant::now();
-    let table = [
-        flow(f.never, 1, 1),
-        flow(f.never, 2, 1),
-        flow(f.late, 3, 1),
-    ];
+    let table = [flow(f.never, 1, 1), flow(f.never, 2, 1), flow(f.late, 3, 1)];
     let records = f.pipeline.poll(&table, None, &clock, now);
     assert_eq!(summary(&records), [(None, 1, 1)], "the oldest made room");
     assert_eq!(
@@ -182,7 +178,10 @@ fn without_the_api_nothing_waits_and_unnamed_pods_are_counted() {
         .poll(&[flow(f.late, 443, 1)], None, &clock, Instant::now());
     assert_eq!(summary(&records), [(None, 443, 1)]);
     assert_eq!(
-        metric(&f, "egress_agent_flows_unnamed_total{reason=\"not_listed\"}"),
+        metric(
+            &f,
+            "egress_agent_flows_unnamed_total{reason=\"not_listed\"}"
+        ),
         1
     );
 }

@@ -36,7 +36,10 @@ fn pod(name: &str, uid: &str, node: &str, owner: Option<(&str, &str)>, hash: &st
 async fn until(api: &mut ApiPods, what: &str, pred: impl Fn(&PodIndex) -> bool) {
     let wait = async {
         while !pred(&api.index()) {
-            assert!(api.changed().await, "the watch ended while waiting for {what}");
+            assert!(
+                api.changed().await,
+                "the watch ended while waiting for {what}"
+            );
         }
     };
     tokio::time::timeout(BOUND, wait)
@@ -178,11 +181,17 @@ async fn follows_this_nodes_pods_through_lists_watches_and_410() {
         workload(&api.index(), after_gone),
         Some(("Pod".into(), "bare".into()))
     );
-    assert!(!api.index().contains_key("bbbbbbbb-0000-4000-8000-000000000002"));
+    assert!(!api
+        .index()
+        .contains_key("bbbbbbbb-0000-4000-8000-000000000002"));
     let text = metrics.encode();
     let errors: u64 = text
         .lines()
-        .find_map(|l| l.strip_prefix("egress_agent_pod_watch_errors_total ")?.parse().ok())
+        .find_map(|l| {
+            l.strip_prefix("egress_agent_pod_watch_errors_total ")?
+                .parse()
+                .ok()
+        })
         .unwrap();
     assert!(errors >= 1, "the 410 is counted:\n{text}");
     for r in pod_requests(&stub, false) {
