@@ -23,6 +23,7 @@ pub mod output;
 pub mod pipeline;
 pub mod pod_source;
 pub mod pods;
+#[cfg(feature = "api")]
 pub mod pods_api;
 pub mod preflight;
 pub mod run;

@@ -253,7 +253,7 @@ impl Pipeline {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "api"))]
 #[path = "pipeline_held_tests.rs"]
 mod held_tests;
 

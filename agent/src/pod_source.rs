@@ -2,6 +2,7 @@
 
 use crate::metrics::Metrics;
 use crate::pods::{PodIndex, PodsFile, Reload};
+#[cfg(feature = "api")]
 use crate::pods_api::ApiPods;
 
 pub enum PodSource {
@@ -10,6 +11,7 @@ pub enum PodSource {
     /// `--pods-file`, re-read when it changes.
     File(PodsFile),
     /// The API watch of this node's pods.
+    #[cfg(feature = "api")]
     Api(ApiPods),
 }
 
@@ -26,6 +28,7 @@ impl PodSource {
                 metrics.pods_known(index.len());
                 index
             }
+            #[cfg(feature = "api")]
             PodSource::Api(api) => api.index(),
         }
     }
@@ -34,6 +37,9 @@ impl PodSource {
     /// flows are worth holding: the API's new pods arrive on their own; a pods file changes only
     /// when someone edits it.
     pub fn follows_the_cluster(&self) -> bool {
-        matches!(self, PodSource::Api(_))
+        #[cfg(feature = "api")]
+        return matches!(self, PodSource::Api(_));
+        #[cfg(not(feature = "api"))]
+        false
     }
 }

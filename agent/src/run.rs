@@ -22,7 +22,6 @@ use crate::output::{FlowWriter, Outputs};
 use crate::pipeline::Pipeline;
 use crate::pod_source::PodSource;
 use crate::pods::{self, PodsFile};
-use crate::pods_api;
 use crate::ship::{self, client::ConfigError, Backoff, BatchIds, Shipper, Spool};
 
 /// A new cgroup is looked for at most this often; see `CgroupResolver`.
@@ -42,7 +41,7 @@ pub enum Error {
         "--pods-from api: no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or the \
          in-cluster service account): {0}; use --pods-file or --pods-from none without the API"
     )]
-    KubeConfig(kube::Error),
+    KubeConfig(String),
     #[error("--flows-out {path}: {source}")]
     Output {
         path: String,
@@ -104,19 +103,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let pods = match args.pod_metadata(in_pod) {
         PodMetadata::File(path) => PodSource::File(PodsFile::load(&path)?),
         PodMetadata::None => PodSource::None,
-        PodMetadata::Api => {
-            let client = pods_api::client().await.map_err(Error::KubeConfig)?;
-            // Started now, so that the first list overlaps loading the programs; /readyz waits
-            // for it.
-            pods_synced.store(false, Ordering::Release);
-            tracing::info!(%node, "watching this node's pods through the Kubernetes API");
-            PodSource::Api(pods_api::start(
-                client,
-                &node,
-                Arc::clone(&metrics),
-                Arc::clone(&pods_synced),
-            ))
-        }
+        PodMetadata::Api => watch_pods(&node, &metrics, &pods_synced).await?,
     };
     let mut outputs = Outputs::new();
     if let Some(target) = args.flows_out() {
@@ -224,6 +211,39 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         (_, Err(e)) | (Err(e), _) => Err(e),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+/// Starts the API watch of this node's pods: now, so that the first list overlaps loading the
+/// programs (`pods_synced`, which /readyz waits for, turns true after it).
+#[cfg(feature = "api")]
+async fn watch_pods(
+    node: &str,
+    metrics: &Arc<Metrics>,
+    pods_synced: &Arc<AtomicBool>,
+) -> Result<PodSource, Error> {
+    use crate::pods_api;
+    let client = pods_api::client()
+        .await
+        .map_err(|e| Error::KubeConfig(e.to_string()))?;
+    pods_synced.store(false, Ordering::Release);
+    tracing::info!(%node, "watching this node's pods through the Kubernetes API");
+    Ok(PodSource::Api(pods_api::start(
+        client,
+        node,
+        Arc::clone(metrics),
+        Arc::clone(pods_synced),
+    )))
+}
+
+#[cfg(not(feature = "api"))]
+async fn watch_pods(
+    _node: &str,
+    _metrics: &Arc<Metrics>,
+    _pods_synced: &Arc<AtomicBool>,
+) -> Result<PodSource, Error> {
+    Err(Error::KubeConfig(
+        "this agent was built without the `api` feature".into(),
+    ))
 }
 
 /// The shipper of `--recommender`, its URL, token, CA file and spool checked.
