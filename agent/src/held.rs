@@ -60,6 +60,11 @@ impl Held {
         }
     }
 
+    /// Whether records wait at all (`--pod-wait 0` sends them on at once).
+    pub fn holds(&self) -> bool {
+        !self.wait.is_zero()
+    }
+
     pub fn len(&self) -> usize {
         self.queue.len()
     }

@@ -70,7 +70,7 @@ impl Pipeline {
     fn emit(&mut self, record: FlowRecord, now: Instant, out: &mut Vec<FlowRecord>) {
         if unnamed_pod(&record).is_none() {
             out.push(record);
-        } else if self.pods.follows_the_cluster() {
+        } else if self.pods.follows_the_cluster() && self.held.holds() {
             self.held.hold(record, now, out, &self.metrics);
         } else {
             self.metrics.flows_unnamed(Unnamed::NotListed, 1);

@@ -185,3 +185,25 @@ fn without_the_api_nothing_waits_and_unnamed_pods_are_counted() {
         1
     );
 }
+
+#[test]
+fn with_no_wait_the_api_s_unknown_pods_go_out_at_once() {
+    let f = fixture(MAX_HELD);
+    let mut f = Fixture {
+        pipeline: f.pipeline.with_pod_wait(Duration::ZERO, MAX_HELD),
+        ..f
+    };
+    let clock = BootClock::with_offset(1_700_000_000_000_000_000);
+    let records = f
+        .pipeline
+        .poll(&[flow(f.never, 443, 1)], None, &clock, Instant::now());
+    assert_eq!(summary(&records), [(None, 443, 1)]);
+    assert_eq!(metric(&f, "egress_agent_flows_held"), 0);
+    assert_eq!(
+        metric(
+            &f,
+            "egress_agent_flows_unnamed_total{reason=\"not_listed\"}"
+        ),
+        1
+    );
+}

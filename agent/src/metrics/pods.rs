@@ -10,7 +10,8 @@ use super::Metrics;
 /// id from the cgroup path.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unnamed {
-    /// The pods file does not list the pod, or no pod source was configured (`--pods-from none`).
+    /// The pods file does not list the pod, no pod source was configured (`--pods-from none`),
+    /// or the API watch does not have it and nothing waits (`--pod-wait 0`).
     NotListed,
     /// The API watch did not show the pod within `--pod-wait`.
     Timeout,
