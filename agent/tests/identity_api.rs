@@ -137,12 +137,16 @@ fn pods_are_named_from_the_api_also_when_they_appear_after_their_traffic() {
     );
 
     // The late pod starts to exist in the API: its held record goes out, named.
+    let applied = std::time::Instant::now();
     stub.apply(late.to_json());
     wait_for("the late pod's record, named", BOUND, || {
         by_pod(&records(&agent.flows_out))
             .contains_key(&(late.uid.clone(), Some(late.name.clone())))
             .then_some(())
     });
+    // A figure for the report, not an assertion: from the API's ADDED to the named record in the
+    // file, with a flush every second.
+    let named_after = applied.elapsed();
     assert_eq!(metric(&agent, "egress_agent_flows_held", ""), 1);
     let status = agent.terminate(BOUND);
     assert!(status.success(), "agent: {status}\n{}", agent.log_text());
@@ -204,5 +208,9 @@ fn pods_are_named_from_the_api_also_when_they_appear_after_their_traffic() {
     assert_eq!(metric(&agent, "egress_agent_flows_unnamed_total", ""), 1);
     let status = agent.terminate(BOUND);
     assert!(status.success(), "agent: {status}\n{}", agent.log_text());
+    eprintln!(
+        "identity_api: the late pod's held record named {named_after:?} after the API added it \
+         (--flush-interval 1)"
+    );
     drop(runtime);
 }
