@@ -228,6 +228,7 @@ mod tests {
                     name: "web".into(),
                 },
                 host_network: true,
+                static_uid: None,
             }),
         );
         let s = pod.source(&pods);

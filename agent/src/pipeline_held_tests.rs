@@ -63,6 +63,7 @@ fn late_pod() -> PodIndex {
             name: "web".into(),
         },
         host_network: false,
+        static_uid: None,
     };
     Arc::new([(LATE.to_owned(), Arc::new(info))].into())
 }

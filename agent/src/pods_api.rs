@@ -187,11 +187,11 @@ impl Follower {
     /// Live and recently deleted pods, by UID.
     pub fn index(&self) -> PodIndex {
         let mut index = HashMap::with_capacity(self.live.len() + self.deleted.len());
-        for (uid, (info, _)) in &self.deleted {
-            index.insert(uid.clone(), Arc::clone(info));
-        }
-        for (uid, info) in &self.live {
-            index.insert(uid.clone(), Arc::clone(info));
+        let deleted = self.deleted.values().map(|(info, _)| info);
+        for info in deleted.chain(self.live.values()) {
+            for uid in info.uids() {
+                index.insert(uid.to_owned(), Arc::clone(info));
+            }
         }
         Arc::new(index)
     }
@@ -272,6 +272,27 @@ mod tests {
         assert!(f.index().contains_key("a"), "kept for its last flows");
         f.purge(later + DELETED_RETENTION);
         assert_eq!(names(&f), [("db-1".into(), "db2".into())]);
+        // A static pod's mirror is found by the static pod's UID too, which its cgroup has.
+        let mut mirror = pod("F", "kube-proxy-n1", "proxy");
+        mirror.metadata.annotations = Some(
+            [(
+                "kubernetes.io/config.mirror".to_owned(),
+                "6D1AB2E1F0A9B8C7D6E5F4A3B2C1D0E9".to_owned(),
+            )]
+            .into(),
+        );
+        f.apply(watcher::Event::Apply(mirror), later);
+        let index = f.index();
+        assert_eq!(
+            index["6d1ab2e1f0a9b8c7d6e5f4a3b2c1d0e9"].name,
+            "kube-proxy-n1"
+        );
+        assert_eq!(index["f"].name, "kube-proxy-n1");
+        f.apply(
+            watcher::Event::Delete(pod("f", "kube-proxy-n1", "proxy")),
+            later,
+        );
+        f.purge(later + DELETED_RETENTION);
         // A pod without a UID (never from a real API server) is ignored.
         let mut no_uid = pod("", "x", "x");
         no_uid.metadata.uid = None;
