@@ -43,7 +43,7 @@ enum Command {
     /// Judge one connection: prints `allowed` or `denied`, then why; exit 0 allowed, 1 denied.
     Evaluate(EvaluateArgs),
     /// Run the service agents ship flows to: durable ingest, policies, status, monitor mode.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Write the policies learned by a service (--server) or kept in its store (--store).
     Export(export::ExportArgs),
     /// Show each workload's learning state, from a service (--server) or its store (--store).
@@ -208,7 +208,7 @@ pub fn main() -> i32 {
         Command::Recommend(args) => recommend::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Evaluate(args) => evaluate::run(&args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Export(args) => export::run(&args),
         Command::Status(args) => status::run(&args),
     };

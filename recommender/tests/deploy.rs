@@ -19,6 +19,8 @@ use serde_json::Value;
 
 #[path = "deploy/monitoring.rs"]
 mod monitoring;
+#[path = "deploy/store_objects.rs"]
+mod store_objects;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -276,11 +278,9 @@ fn rbac_is_least_privilege() {
             vec!["egress-recommender-store".to_owned()],
         )
     };
-    let mut expected: BTreeSet<_> = [
-        "get", "list", "watch", "create", "update", "patch", "delete",
-    ]
-    .map(|v| grant("egress-recommender.io", "learnededgesets", v))
-    .into();
+    let mut expected: BTreeSet<_> = ["get", "list", "create", "update"]
+        .map(|v| grant("egress-recommender.io", "learnededgesets", v))
+        .into();
     expected.insert(grant("coordination.k8s.io", "leases", "create"));
     expected.insert(lease("get"));
     expected.insert(lease("update"));
@@ -429,6 +429,11 @@ fn the_ha_overlay_runs_replicas_on_the_api_store() {
     let container = the_container(&deployment);
     let args = container.args.clone().unwrap();
     assert_eq!(arg_value(&args, "--store"), Some("kubernetes"));
+    // The Lease the store's Role lets it update.
+    assert_eq!(
+        arg_value(&args, "--lease-name"),
+        Some("egress-recommender-store")
+    );
     assert!(container.volume_mounts.unwrap_or_default().is_empty());
     assert!(spec
         .template
@@ -510,6 +515,23 @@ fn the_crd_is_structural_and_the_resources_the_store_writes_validate() {
     let (ok, report) = validate_custom_resources(&crds, std::slice::from_ref(&sample));
     assert!(ok, "{report}");
     assert!(report.starts_with("ok "), "{report}");
+
+    // What the store writes, through its own code path, every part of it.
+    let written = store_objects::written();
+    let mut files = Vec::new();
+    for (i, object) in written.iter().enumerate() {
+        files.push(scratch.write(
+            &format!("written-{i}.yaml"),
+            &serde_yaml::to_string(object).unwrap(),
+        ));
+    }
+    let (ok, report) = validate_custom_resources(&crds, &files);
+    assert!(ok, "{report}");
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("ok ")).count(),
+        written.len(),
+        "{report}"
+    );
 
     // The check can fail: an unknown field, a wrong type, a time without a zone, a bad enum.
     let text = std::fs::read_to_string(&sample).unwrap();

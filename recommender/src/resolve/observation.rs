@@ -53,6 +53,30 @@ impl Observation {
         }
     }
 
+    /// What this observation holds beyond `base`, an earlier value of the same edge: the counts
+    /// it added; its times, outcome and names as they are ([`Observation::merge`] takes those as
+    /// min, max and union, so merging them again changes nothing). `base.merge(&self.since(base))`
+    /// is `self` when `self` grew from `base`; merged into a value of another lineage, it adds
+    /// what this one learned since `base` (the Kubernetes store's conflict merge).
+    pub fn since(&self, base: &Observation) -> Observation {
+        let Outcomes {
+            established,
+            refused,
+            timeout,
+            preexisting,
+        } = base.outcomes;
+        Observation {
+            count: self.count.saturating_sub(base.count),
+            outcomes: Outcomes {
+                established: self.outcomes.established.saturating_sub(established),
+                refused: self.outcomes.refused.saturating_sub(refused),
+                timeout: self.outcomes.timeout.saturating_sub(timeout),
+                preexisting: self.outcomes.preexisting.saturating_sub(preexisting),
+            },
+            ..self.clone()
+        }
+    }
+
     /// Whether the destination answered, or (UDP, unknown outcomes) is not known to have failed.
     pub fn not_failed(&self) -> bool {
         self.outcomes.established > 0
@@ -111,6 +135,43 @@ mod tests {
         assert_eq!(ab.first_seen, b.first_seen);
         assert_eq!(ab.last_seen, a.last_seen);
         assert_eq!(ab.dns_names.iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    #[test]
+    fn since_is_what_merge_added() {
+        let base = observation(
+            "2026-11-26T16:00:00Z",
+            "2026-11-26T16:05:00Z",
+            5,
+            Outcome::Refused,
+            &["a"],
+        );
+        let more = observation(
+            "2026-11-26T15:00:00Z",
+            "2026-11-26T17:00:00Z",
+            3,
+            Outcome::Established,
+            &["b"],
+        );
+        let mut grown = base.clone();
+        grown.merge(&more);
+        let mut again = base.clone();
+        again.merge(&grown.since(&base));
+        assert_eq!(again, grown);
+        // Another lineage from the same base gets this one's additions, counted once.
+        let mut other = base.clone();
+        other.merge(&observation(
+            "2026-11-26T16:00:00Z",
+            "2026-11-26T16:06:00Z",
+            2,
+            Outcome::Refused,
+            &[],
+        ));
+        other.merge(&grown.since(&base));
+        assert_eq!(other.count, 5 + 3 + 2);
+        assert_eq!(other.first_seen, more.first_seen);
+        assert_eq!(other.last_seen, more.last_seen);
+        assert_eq!(other.outcome, Outcome::Established);
     }
 
     #[test]

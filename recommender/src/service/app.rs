@@ -3,7 +3,7 @@
 //!
 //! | route | answers |
 //! | --- | --- |
-//! | `POST /v1/flows` | 200 `{"records":N,"duplicate":false}` once durable; 400 naming the first bad line; 401; 408; 413; 415; 503 |
+//! | `POST /v1/flows` | 200 `{"records":N,"duplicate":false}` once durable; 400 naming the first bad line; 401; 408; 413; 415; 503 (with `Retry-After`; on an HA follower also `Connection: close`) |
 //! | `GET /v1/policies?...` | the YAML `recommend` prints, for the options of the query (400 for an unknown one) |
 //! | `GET /v1/status` | JSON (`StatusReport`) |
 //! | `GET /v1/unexpected` | monitor mode: the recent unexpected flows, JSON lines, oldest first (404 in learn mode) |
@@ -36,6 +36,7 @@ use super::status::StatusReport;
 use super::writer::Submission;
 use super::Limits;
 use crate::export;
+use crate::store::kubernetes::Leadership;
 
 /// The peer of a connection, put in each request's extensions by the server.
 #[derive(Clone, Copy, Debug)]
@@ -53,6 +54,8 @@ pub struct App {
     pub thresholds: Thresholds,
     /// Batches decoded and resolved at once (CPU-bound work; one per core).
     pub cpu: Semaphore,
+    /// With the HA store: whether this replica leads (only the leader takes batches).
+    pub leadership: Option<Arc<Leadership>>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -95,9 +98,10 @@ fn refusal_status(reason: Refusal) -> StatusCode {
     match reason {
         Refusal::MissingToken | Refusal::InvalidToken => StatusCode::UNAUTHORIZED,
         Refusal::Forbidden => StatusCode::FORBIDDEN,
-        Refusal::AuthUnavailable | Refusal::NotReady | Refusal::StoreFailed => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        Refusal::AuthUnavailable
+        | Refusal::NotReady
+        | Refusal::StoreFailed
+        | Refusal::NotLeader => StatusCode::SERVICE_UNAVAILABLE,
         Refusal::BadBatchId | Refusal::Malformed => StatusCode::BAD_REQUEST,
         Refusal::UnsupportedEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         Refusal::BodyTooLarge | Refusal::DecodedTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -109,7 +113,31 @@ fn refusal_status(reason: Refusal) -> StatusCode {
 fn refuse(app: &App, reason: Refusal, message: &str, line: Option<usize>) -> Response {
     app.metrics.refuse(reason);
     tracing::info!(reason = reason.as_str(), "batch refused: {message}");
-    error(refusal_status(reason), message, line)
+    let mut response = error(refusal_status(reason), message, line);
+    if reason == Refusal::NotLeader {
+        // The agent's retry opens a new connection, which the Service may send to the holder.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The refusal of a follower (HA store): `None` when this replica may take batches.
+fn not_leader(app: &App) -> Option<String> {
+    let leadership = app.leadership.as_ref()?;
+    if leadership.serving() {
+        return None;
+    }
+    Some(match leadership.holder() {
+        Some(holder) if holder == leadership.identity() => {
+            "this replica holds the store's Lease but is still reading the store: retry".into()
+        }
+        Some(holder) => {
+            format!("this replica does not hold the store's Lease ({holder} does): retry")
+        }
+        None => "no replica holds the store's Lease yet: retry".into(),
+    })
 }
 
 async fn authorize(app: &App, headers: &HeaderMap) -> Result<(), Refusal> {
@@ -138,6 +166,9 @@ async fn post_flows(State(app): State<Arc<App>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if let Err(reason) = authorize(&app, &parts.headers).await {
         return refuse(&app, reason, token_refusal_message(reason), None);
+    }
+    if let Some(why) = not_leader(&app) {
+        return refuse(&app, Refusal::NotLeader, &why, None);
     }
     let id = match parts.headers.get(flow_model::BATCH_ID_HEADER) {
         None => None,
@@ -272,6 +303,9 @@ async fn post_flows(State(app): State<Arc<App>>, request: Request) -> Response {
     }
     match answer.await {
         Ok(Ok(ack)) => accepted(ack.records, ack.duplicate),
+        Ok(Err(e)) if matches!(*e, crate::store::StoreError::NotLeader { .. }) => {
+            refuse(&app, Refusal::NotLeader, &format!("not stored: {e}"), None)
+        }
         Ok(Err(e)) => refuse(
             &app,
             Refusal::StoreFailed,

@@ -36,10 +36,13 @@ pub enum Refusal {
     NotReady,
     /// The store could not make the batch durable (503).
     StoreFailed,
+    /// This replica does not hold the HA store's Lease, or has not read the store since it
+    /// took it (503 with Retry-After: the agent retries, and reaches the holder).
+    NotLeader,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::MissingToken,
         Refusal::InvalidToken,
         Refusal::Forbidden,
@@ -52,6 +55,7 @@ impl Refusal {
         Refusal::Malformed,
         Refusal::NotReady,
         Refusal::StoreFailed,
+        Refusal::NotLeader,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Refusal {
             Refusal::Malformed => "malformed",
             Refusal::NotReady => "not_ready",
             Refusal::StoreFailed => "store_failed",
+            Refusal::NotLeader => "not_leader",
         }
     }
 }
@@ -144,6 +149,8 @@ pub struct Metrics {
     pub skipped: IntCounterVec,
     /// Distinct edges learned.
     pub edges: IntGauge,
+    /// HA store: 1 while this replica holds the Lease and takes batches, else 0.
+    pub leader: IntGauge,
     /// Workloads per learning state (set when scraped).
     pub workloads: IntGaugeVec,
     pub commit_seconds: Histogram,
@@ -185,6 +192,14 @@ impl Metrics {
         registry
             .register(Box::new(edges.clone()))
             .expect("registers");
+        let leader = IntGauge::new(
+            "egress_recommender_store_leader",
+            "1 while this replica holds the HA store's Lease and takes batches (--store kubernetes).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("registers");
         let workloads = IntGaugeVec::new(
             Opts::new(
                 "egress_recommender_workloads",
@@ -222,6 +237,7 @@ impl Metrics {
                 &["reason"],
             ),
             edges,
+            leader,
             workloads,
             commit_seconds: histogram(
                 "egress_recommender_store_commit_seconds",

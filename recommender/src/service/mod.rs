@@ -15,6 +15,7 @@
 pub mod app;
 pub mod auth;
 pub mod client;
+pub mod ha;
 pub mod ingest;
 pub mod learning;
 pub mod metrics;
@@ -91,6 +92,10 @@ pub struct Config {
     /// Most recent unexpected flows kept for `GET /v1/unexpected`.
     pub recent_unexpected: usize,
     pub baseline: Baseline,
+    /// The HA store's Lease: only while this replica holds it are batches taken (see [`ha`]).
+    pub leadership: Option<Arc<crate::store::kubernetes::Leadership>>,
+    /// How often a follower reads the store again, for its reads.
+    pub follower_refresh: Duration,
 }
 
 impl Default for Config {
@@ -102,6 +107,8 @@ impl Default for Config {
             max_uncovered: 100_000,
             recent_unexpected: 1000,
             baseline: Baseline::None,
+            leadership: None,
+            follower_refresh: Duration::from_secs(15),
         }
     }
 }
@@ -128,6 +135,7 @@ pub struct Service {
     app: Arc<App>,
     writer: Writer,
     rx: tokio::sync::mpsc::Receiver<writer::Submission>,
+    follower_refresh: Duration,
 }
 
 impl Service {
@@ -201,6 +209,7 @@ impl Service {
             limits: config.limits,
             thresholds: config.thresholds,
             cpu: tokio::sync::Semaphore::new(cores),
+            leadership: config.leadership.clone(),
         });
         let writer = Writer {
             store,
@@ -215,6 +224,7 @@ impl Service {
             app,
             writer,
             rx,
+            follower_refresh: config.follower_refresh,
         })
     }
 
@@ -226,12 +236,24 @@ impl Service {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let header_timeout = self.app.limits.header_timeout;
         let router = app::router(Arc::clone(&self.app));
+        let ha = self.app.leadership.clone().map(|leadership| {
+            tokio::spawn(ha::follow(
+                leadership,
+                Arc::clone(&self.writer.store),
+                Arc::clone(&self.writer.state),
+                Arc::clone(&self.writer.metrics),
+                self.follower_refresh,
+            ))
+        });
         let writer = tokio::spawn(self.writer.run(self.rx));
         tracing::info!(listen = %self.listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
         server::serve(self.listener, router, header_timeout, shutdown).await;
         // The writer ends once the last handler holding a sender is gone; do not wait for
         // slow clients: nothing is acknowledged before it is durable anyway.
         drop(self.app);
+        if let Some(ha) = ha {
+            ha.abort();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
 }

@@ -98,39 +98,53 @@ pub struct State {
 impl State {
     /// The state of what the store held, at `now`.
     pub fn from_store(learned: Learned, now: Timestamp) -> State {
-        let edges = DashMap::with_capacity_and_hasher(learned.edges.len(), FastHash::default());
-        let interner = Interner::default();
-        for mut edge in learned.edges {
-            edge.source = interner.source(&edge.source);
-            edge.peer = interner.peer(&edge.peer);
-            edges.insert(edge_key(&edge), edge);
-        }
-        let warned = DashMap::new();
-        for (key, flow) in &learned.uncovered {
-            if let UncoveredFlow::Unresolved { warnings, .. } = flow {
-                if !warnings.is_empty() {
-                    warned.insert(destination_of(key), key.clone());
-                }
-            }
-        }
-        let uncovered = learned.uncovered.into_iter().collect();
-        let mut ids = learned.batch_ids;
-        ids.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
-        let newest = ids.last().map(|(_, at)| *at);
+        let newest = learned.batch_ids.iter().map(|(_, at)| *at).max();
         let downtime = newest
             .map(|at| now.duration_since(at).max(SignedDuration::ZERO))
             .unwrap_or(SignedDuration::ZERO);
-        let batch_ids = ids.iter().cloned().collect();
-        let id_order = ids.into_iter().map(|(id, at)| (at, id)).collect();
-        State {
-            edges,
-            interner,
-            uncovered,
-            warned,
-            batch_ids,
-            id_order: Mutex::new(id_order),
+        let state = State {
+            edges: DashMap::with_capacity_and_hasher(learned.edges.len(), FastHash::default()),
+            interner: Interner::default(),
+            uncovered: DashMap::new(),
+            warned: DashMap::new(),
+            batch_ids: DashMap::new(),
+            id_order: Mutex::new(VecDeque::new()),
             downtime,
+        };
+        state.reload(learned);
+        state
+    }
+
+    /// Replaces everything with what the store holds now (the HA store: a replica that takes
+    /// the Lease, or a follower catching up). Parts are interned as at start, so batches
+    /// prepared against this state key the same edges.
+    pub fn reload(&self, learned: Learned) {
+        self.edges.clear();
+        for mut edge in learned.edges {
+            edge.source = self.interner.source(&edge.source);
+            edge.peer = self.interner.peer(&edge.peer);
+            self.edges.insert(edge_key(&edge), edge);
         }
+        self.warned.clear();
+        for (key, flow) in &learned.uncovered {
+            if let UncoveredFlow::Unresolved { warnings, .. } = flow {
+                if !warnings.is_empty() {
+                    self.warned.insert(destination_of(key), key.clone());
+                }
+            }
+        }
+        self.uncovered.clear();
+        for (key, flow) in learned.uncovered {
+            self.uncovered.insert(key, flow);
+        }
+        let mut ids = learned.batch_ids;
+        ids.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        self.batch_ids.clear();
+        for (id, at) in &ids {
+            self.batch_ids.insert(id.clone(), *at);
+        }
+        *self.id_order.lock().expect("id order lock") =
+            ids.into_iter().map(|(id, at)| (at, id)).collect();
     }
 
     pub fn is_acknowledged(&self, id: &str) -> bool {

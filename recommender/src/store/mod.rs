@@ -1,8 +1,8 @@
 //! What the service has learned, kept durably: edges (not raw flows), the flows its policies do
 //! not cover, and the ids of the batches it acknowledged. One trait, [`Store`], with the embedded
-//! backend ([`EmbeddedStore`], redb) here; a backend on the Kubernetes API (custom resources per
-//! workload, written by the Lease holder) implements the same trait (see `docs/architecture.md`,
-//! "Store").
+//! backend ([`EmbeddedStore`], redb) and the one on the Kubernetes API ([`KubernetesStore`]:
+//! custom resources per workload, written by the Lease holder; see `docs/architecture.md`,
+//! "Store" and "The Kubernetes store").
 //!
 //! The service keeps everything it learned in memory as well and is the store's only writer: it
 //! reads the store once at start ([`Store::load`]) and then hands it, batch group by batch group,
@@ -30,8 +30,10 @@ use crate::resolve::{Observation, Peer, ResolvedFlow, SourceWorkload};
 
 mod codec;
 pub mod embedded;
+pub mod kubernetes;
 
 pub use embedded::EmbeddedStore;
+pub use kubernetes::KubernetesStore;
 
 /// A boxed future, so that [`Store`] can be used as `dyn Store` by the service.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -134,6 +136,10 @@ pub enum StoreError {
     NotAStore { path: String, reason: String },
     #[error("store {path}: {message}")]
     Database { path: String, message: String },
+    #[error(
+        "this replica does not hold the store's Lease ({holder} does): only the holder writes"
+    )]
+    NotLeader { holder: String },
     #[error("store {path}: damaged entry in {table}: {message}")]
     Corrupt {
         path: String,
