@@ -33,6 +33,19 @@ pub struct RunArgs {
     #[arg(long)]
     pub pods_file: Option<PathBuf>,
 
+    /// Where pod metadata comes from without --pods-file: `api` watches this node's pods
+    /// (`spec.nodeName` = the node name) through the Kubernetes API, configured from
+    /// `KUBECONFIG`, `~/.kube/config` or the in-cluster service account; `none` reports pods by
+    /// UID and container id only [default: `api` when running in a pod (`KUBERNETES_SERVICE_HOST`
+    /// is set), `none` otherwise].
+    #[arg(long, value_enum, conflicts_with = "pods_file")]
+    pub pods_from: Option<PodsFrom>,
+
+    /// Seconds a flow of a pod the API has not shown yet is held, waiting for the pod, before it
+    /// is reported without pod metadata (and counted in `egress_agent_flows_unnamed_total`).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub pod_wait: u64,
+
     /// Where FlowRecords go, as JSON lines: a file (appended to) or `-` for stdout [default: `-`
     /// without --recommender; with it, nowhere unless given].
     #[arg(long)]
@@ -89,7 +102,34 @@ pub struct RunArgs {
     pub flush_interval: u64,
 }
 
+/// `--pods-from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PodsFrom {
+    Api,
+    None,
+}
+
+/// Where pod metadata comes from, all flags and the environment considered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodMetadata {
+    File(PathBuf),
+    Api,
+    None,
+}
+
 impl RunArgs {
+    /// The pod metadata source in effect; `in_pod` is whether the agent runs in a pod (the
+    /// kubelet sets `KUBERNETES_SERVICE_HOST` in every container).
+    pub fn pod_metadata(&self, in_pod: bool) -> PodMetadata {
+        match (&self.pods_file, self.pods_from) {
+            (Some(file), _) => PodMetadata::File(file.clone()),
+            (None, Some(PodsFrom::Api)) => PodMetadata::Api,
+            (None, Some(PodsFrom::None)) => PodMetadata::None,
+            (None, None) if in_pod => PodMetadata::Api,
+            (None, None) => PodMetadata::None,
+        }
+    }
+
     /// The `--flows-out` target in effect: stdout by default, none when shipping to a recommender
     /// without one.
     pub fn flows_out(&self) -> Option<&str> {
@@ -123,6 +163,28 @@ mod tests {
         assert_eq!(a.shutdown_grace, 20);
         assert!(a.existing_connections);
         assert_eq!(a.cgroup_root, None);
+        assert_eq!(a.pods_from, None);
+        assert_eq!(a.pod_wait, 30);
+        assert_eq!(a.pod_metadata(false), PodMetadata::None);
+        assert_eq!(a.pod_metadata(true), PodMetadata::Api);
+    }
+
+    #[test]
+    fn pod_metadata_sources() {
+        let a = run(&["--pods-file", "p.json"]).unwrap();
+        assert_eq!(a.pod_metadata(true), PodMetadata::File("p.json".into()));
+        let a = run(&["--pods-from", "api", "--pod-wait", "0"]).unwrap();
+        assert_eq!(a.pod_metadata(false), PodMetadata::Api);
+        assert_eq!(a.pod_wait, 0);
+        let a = run(&["--pods-from", "none"]).unwrap();
+        assert_eq!(a.pod_metadata(true), PodMetadata::None);
+        for bad in [
+            &["--pods-from", "api", "--pods-file", "p.json"][..],
+            &["--pods-from", "file"],
+            &["--pod-wait", "3601"],
+        ] {
+            assert_eq!(run(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The metrics address: `/metrics` (Prometheus text format) and `/readyz` (200 once the kernel
-//! programs are attached, 503 before and while shutting down).
+//! programs are attached and, with the API as the pod source, this node's pods first listed; 503
+//! before and while shutting down).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,10 @@ use crate::metrics::Metrics;
 #[derive(Clone)]
 pub struct HttpState {
     pub metrics: Arc<Metrics>,
+    /// The kernel programs are attached (and not yet detached).
     pub ready: Arc<AtomicBool>,
+    /// Pod metadata is in: the API watch's first list is complete (always true for other sources).
+    pub pods_synced: Arc<AtomicBool>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -53,10 +57,15 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
+    if !state.ready.load(Ordering::Acquire) {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    } else if !state.pods_synced.load(Ordering::Acquire) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: this node's pods are not listed yet\n",
+        )
+    } else {
+        (StatusCode::OK, "ready\n")
     }
 }
 
@@ -79,6 +88,7 @@ mod tests {
         let state = HttpState {
             metrics: Arc::new(Metrics::new()),
             ready: Arc::new(AtomicBool::new(false)),
+            pods_synced: Arc::new(AtomicBool::new(false)),
         };
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -89,6 +99,12 @@ mod tests {
 
         assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 503"));
         state.ready.store(true, Ordering::Release);
+        let waiting = get(addr, "/readyz").await;
+        assert!(
+            waiting.starts_with("HTTP/1.1 503") && waiting.contains("pods are not listed"),
+            "{waiting}"
+        );
+        state.pods_synced.store(true, Ordering::Release);
         let ok = get(addr, "/readyz").await;
         assert!(
             ok.starts_with("HTTP/1.1 200") && ok.ends_with("ready\n"),

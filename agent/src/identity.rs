@@ -54,11 +54,7 @@ impl CgroupIdentity {
             source.uid = Some(cgroup.pod_uid.clone());
             source.container_id = cgroup.container_id.clone();
             if let Some(info) = pods.get(&cgroup.pod_uid) {
-                source.namespace = Some(info.namespace.clone());
-                source.pod = Some(info.name.clone());
-                source.workload = Some(info.workload.clone());
-                source.labels = info.labels.clone();
-                source.host_network = info.host_network;
+                info.describe(&mut source);
             }
         }
         source
@@ -232,6 +228,7 @@ mod tests {
                     name: "web".into(),
                 },
                 host_network: true,
+                static_uid: None,
             }),
         );
         let s = pod.source(&pods);

@@ -205,6 +205,7 @@ pub struct Metrics {
     netns_scan_failures: IntCounterVec,
     dns_names_cached: IntGauge,
     dns_tcp_bytes_held: IntGauge,
+    pods: pods::PodMetrics,
 }
 
 /// The series of delivery to the recommender (`ship`).
@@ -368,6 +369,7 @@ impl Metrics {
                 "egress_agent_dns_tcp_bytes_held",
                 "Bytes of DNS-over-TCP streams held until their messages are complete (bounded).",
             ),
+            pods: pods::PodMetrics::register(&registry),
             registry,
         };
         // Export every series from the start, so that absence means zero rather than unknown.
@@ -547,6 +549,9 @@ fn advance(counter: &IntCounter, absolute: u64) {
         counter.inc_by(absolute - current);
     }
 }
+
+mod pods;
+pub use pods::Unnamed;
 
 #[cfg(test)]
 mod tests;

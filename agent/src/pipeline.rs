@@ -1,11 +1,11 @@
 //! The agent's state between the kernel and the output: kernel events in, FlowRecords out.
 //!
 //! Everything here is plain data and synchronous, so it can be driven by tests with made-up
-//! events and tables; `run` owns the I/O (kernel maps, timers, signals, writer).
+//! events and tables; `run` owns the I/O (kernel maps, timers, signals, writer, the API watch).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use flow_model::FlowRecord;
@@ -13,15 +13,22 @@ use flow_model::FlowRecord;
 use crate::clock::BootClock;
 use crate::dns::{Decoded, DnsCache, DnsDecoder, Limits};
 use crate::flows::{destination_of, to_record, Aggregator, FlowDelta};
+use crate::held::{unnamed_pod, Held, MAX_HELD};
 use crate::identity::IdentityCache;
 use crate::kernel::KernelEvent;
-use crate::metrics::{DnsResult, ExistingSocket, Metrics};
-use crate::pods::{PodsFile, Reload};
+use crate::metrics::{DnsResult, ExistingSocket, Metrics, Unnamed};
+use crate::pod_source::PodSource;
+use crate::pods::PodIndex;
+
+/// How long a record of a pod the API has not shown yet waits for it, unless set otherwise.
+pub const DEFAULT_POD_WAIT: Duration = Duration::from_secs(30);
 
 pub struct Pipeline {
     node: String,
     identities: IdentityCache,
-    pods: Option<PodsFile>,
+    pods: PodSource,
+    /// Records of pods the API watch has not shown yet (only with the API as the pod source).
+    held: Held,
     dns: DnsCache,
     /// DNS records to answers (TCP streams reassembled).
     dns_decoder: DnsDecoder,
@@ -35,7 +42,7 @@ impl Pipeline {
     pub fn new(
         node: String,
         identities: IdentityCache,
-        pods: Option<PodsFile>,
+        pods: PodSource,
         dns: DnsCache,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -43,12 +50,48 @@ impl Pipeline {
             node,
             identities,
             pods,
+            held: Held::new(DEFAULT_POD_WAIT, MAX_HELD),
             dns,
             dns_decoder: DnsDecoder::new(Limits::default()),
             aggregator: Aggregator::new(),
             forgotten: 0,
             metrics,
         }
+    }
+
+    /// How long a record of a pod the API has not shown yet waits for it (`--pod-wait`), and how
+    /// many such records may wait at once.
+    pub fn with_pod_wait(mut self, wait: Duration, max_held: usize) -> Self {
+        self.held = Held::new(wait, max_held);
+        self
+    }
+
+    /// Sends `record` to `out`, or holds it while its pod may still become known.
+    fn emit(&mut self, record: FlowRecord, now: Instant, out: &mut Vec<FlowRecord>) {
+        if unnamed_pod(&record).is_none() {
+            out.push(record);
+        } else if self.pods.follows_the_cluster() && self.held.holds() {
+            self.held.hold(record, now, out, &self.metrics);
+        } else {
+            self.metrics.flows_unnamed(Unnamed::NotListed, 1);
+            out.push(record);
+        }
+    }
+
+    /// The held records whose pods are now known, and those that waited long enough.
+    fn release_held(&mut self, index: &PodIndex, now: Instant, out: &mut Vec<FlowRecord>) {
+        self.held.release(index, now, out, &self.metrics);
+        self.metrics.flows_held(self.held.len());
+    }
+
+    /// At exit: every held record, named where its pod is known by now.
+    pub fn finish(&mut self) -> Vec<FlowRecord> {
+        let index = self.pods.index(&self.metrics);
+        let mut out = Vec::new();
+        self.held
+            .release_all(&index, Unnamed::Shutdown, &mut out, &self.metrics);
+        self.metrics.flows_held(0);
+        out
     }
 
     /// Handles one ring-buffer event. A new flow's cgroup is identified right away, while it
@@ -97,12 +140,7 @@ impl Pipeline {
         clock: &BootClock,
         now: Instant,
     ) -> Vec<FlowRecord> {
-        if let Some(pods) = &mut self.pods {
-            if pods.reload_if_changed() == Reload::Failed {
-                self.metrics.pods_file_reload_error();
-            }
-        }
-        let pod_index = self.pods.as_ref().map(PodsFile::index).unwrap_or_default();
+        let pod_index = self.pods.index(&self.metrics);
         // TCP answers whose streams stalled are named from what arrived before the records go out.
         for decoded in self.dns_decoder.expire(now) {
             self.remember(decoded, now);
@@ -121,6 +159,8 @@ impl Pipeline {
         }
 
         let mut records = Vec::with_capacity(poll.deltas.len());
+        // Held records first: they are older than this poll's.
+        self.release_held(&pod_index, now, &mut records);
         for delta in &poll.deltas {
             let Some((ip, _, _)) = destination_of(&delta.key) else {
                 tracing::debug!(?delta.key, "flow key with an unknown family or protocol");
@@ -129,8 +169,11 @@ impl Pipeline {
             let identity = self.identities.identify(delta.key.cgroup_id);
             let names = self.dns.names(&identity.dns_source(), ip, now);
             let source = identity.source(&pod_index);
-            records.extend(to_record(delta, &self.node, source, names, clock));
+            if let Some(record) = to_record(delta, &self.node, source, names, clock) {
+                self.emit(record, now, &mut records);
+            }
         }
+        self.metrics.flows_held(self.held.len());
         self.identities.end_poll();
         self.dns.purge(now);
         self.metrics
@@ -153,7 +196,7 @@ impl Pipeline {
         clock: &BootClock,
         now: Instant,
     ) -> Vec<FlowRecord> {
-        let pod_index = self.pods.as_ref().map(PodsFile::index).unwrap_or_default();
+        let pod_index = self.pods.index(&self.metrics);
         let mut per_key: HashMap<
             (u64, std::net::IpAddr, u16, flow_model::Protocol),
             (FlowKey, u64),
@@ -201,9 +244,18 @@ impl Pipeline {
             records.extend(to_record(&delta, &self.node, source, names, clock));
         }
         records.sort_by_key(FlowRecord::key);
-        records
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            self.emit(record, now, &mut out);
+        }
+        self.metrics.flows_held(self.held.len());
+        out
     }
 }
+
+#[cfg(all(test, feature = "api"))]
+#[path = "pipeline_held_tests.rs"]
+mod held_tests;
 
 #[cfg(test)]
 mod tests {
@@ -248,7 +300,7 @@ mod tests {
         let pipeline = Pipeline::new(
             "node-a".into(),
             IdentityCache::new(CgroupResolver::new(cg, Duration::ZERO)),
-            Some(PodsFile::load(&pods_file).unwrap()),
+            PodSource::File(crate::pods::PodsFile::load(&pods_file).unwrap()),
             DnsCache::new(Duration::from_secs(600), 10_000),
             Arc::clone(&metrics),
         );

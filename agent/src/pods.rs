@@ -9,8 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use flow_model::WorkloadRef;
+use flow_model::{Source, WorkloadRef};
 use k8s_openapi::api::core::v1::Pod;
+
+/// Pods by UID (lower case), as a pod source last knew them. Cheap to clone and hold while the
+/// source moves on.
+pub type PodIndex = Arc<HashMap<String, Arc<PodInfo>>>;
 
 /// What the agent needs of a pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +25,29 @@ pub struct PodInfo {
     pub labels: BTreeMap<String, String>,
     pub workload: WorkloadRef,
     pub host_network: bool,
+    /// For the API's mirror of a static pod: the UID the kubelet gave the static pod itself (the
+    /// `kubernetes.io/config.mirror` annotation), which is the one its cgroup is named after.
+    pub static_uid: Option<String>,
+}
+
+/// The annotation of a mirror pod that holds its static pod's UID (the config hash).
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+impl PodInfo {
+    /// The UIDs a cgroup path may name this pod by: its own, and a static pod's.
+    pub fn uids(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.uid.as_str()).chain(self.static_uid.as_deref())
+    }
+
+    /// Writes what the pod's metadata says into a FlowRecord's `source` (whose UID and container
+    /// id come from the cgroup path).
+    pub fn describe(&self, source: &mut Source) {
+        source.namespace = Some(self.namespace.clone());
+        source.pod = Some(self.name.clone());
+        source.workload = Some(self.workload.clone());
+        source.labels = self.labels.clone();
+        source.host_network = self.host_network;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +154,12 @@ pub fn pod_info(pod: &Pod) -> Option<PodInfo> {
             .as_ref()
             .and_then(|s| s.host_network)
             .unwrap_or(false),
+        static_uid: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MIRROR_ANNOTATION))
+            .map(|hash| hash.trim().to_ascii_lowercase())
+            .filter(|hash| !hash.is_empty()),
     })
 }
 
@@ -183,7 +216,7 @@ pub enum Reload {
 pub struct PodsFile {
     path: PathBuf,
     stamp: Option<(SystemTime, u64)>,
-    pods: Arc<HashMap<String, Arc<PodInfo>>>,
+    pods: PodIndex,
 }
 
 impl PodsFile {
@@ -232,7 +265,7 @@ impl PodsFile {
     }
 
     /// The current index, uid → pod. Cheap to clone and hold while the file reloads.
-    pub fn index(&self) -> Arc<HashMap<String, Arc<PodInfo>>> {
+    pub fn index(&self) -> PodIndex {
         Arc::clone(&self.pods)
     }
 
@@ -251,10 +284,14 @@ impl PodsFile {
     fn read(&self) -> Result<HashMap<String, Arc<PodInfo>>, Error> {
         let text = std::fs::read_to_string(&self.path).map_err(|e| self.read_error(e))?;
         let pods = parse_pods(&text, &self.path.display().to_string())?;
-        Ok(pods
-            .into_iter()
-            .map(|p| (p.uid.clone(), Arc::new(p)))
-            .collect())
+        let mut index = HashMap::with_capacity(pods.len());
+        for pod in pods {
+            let pod = Arc::new(pod);
+            for uid in pod.uids() {
+                index.insert(uid.to_owned(), Arc::clone(&pod));
+            }
+        }
+        Ok(index)
     }
 }
 

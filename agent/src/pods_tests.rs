@@ -279,3 +279,23 @@ fn a_byte_order_mark_is_tolerated() {
         format!("\u{feff}apiVersion: v1\nkind: Pod\nmetadata: {{name: a, uid: {UID_WEB}}}\n");
     assert_eq!(one(&yaml).name, "a");
 }
+
+#[test]
+fn a_static_pods_mirror_is_indexed_by_the_static_pods_uid_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pods.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "kind: Pod\nmetadata:\n  name: etcd-n1\n  namespace: kube-system\n  uid: {UID_WEB}\n  annotations:\n    kubernetes.io/config.mirror: 6d1ab2e1f0a9b8c7d6e5f4a3b2c1d0e9\n    kubernetes.io/config.hash: 6d1ab2e1f0a9b8c7d6e5f4a3b2c1d0e9\n  ownerReferences: [{{apiVersion: v1, kind: Node, name: n1, uid: x, controller: true}}]\n"
+        ),
+    )
+    .unwrap();
+    let index = PodsFile::load(&path).unwrap().index();
+    assert_eq!(index.len(), 2);
+    assert_eq!(index["6d1ab2e1f0a9b8c7d6e5f4a3b2c1d0e9"].name, "etcd-n1");
+    assert_eq!(
+        index[UID_WEB].static_uid.as_deref(),
+        Some("6d1ab2e1f0a9b8c7d6e5f4a3b2c1d0e9")
+    );
+}

@@ -10,7 +10,7 @@ use agent_common::{FlowKey, FlowValue, COUNTER_SLOTS};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cgroup::resolver::CgroupResolver;
-use crate::cli::RunArgs;
+use crate::cli::{PodMetadata, RunArgs};
 use crate::clock::BootClock;
 use crate::dns::DnsCache;
 use crate::existing;
@@ -20,6 +20,7 @@ use crate::kernel::{self, EventReader, KernelEvent, Probes};
 use crate::metrics::{ExistingSocket, Metrics};
 use crate::output::{FlowWriter, Outputs};
 use crate::pipeline::Pipeline;
+use crate::pod_source::PodSource;
 use crate::pods::{self, PodsFile};
 use crate::ship::{self, client::ConfigError, Backoff, BatchIds, Shipper, Spool};
 
@@ -36,6 +37,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum Error {
     #[error(transparent)]
     Pods(#[from] pods::Error),
+    #[error(
+        "--pods-from api: no Kubernetes client configuration (KUBECONFIG, ~/.kube/config or the \
+         in-cluster service account): {0}; use --pods-file or --pods-from none without the API"
+    )]
+    KubeConfig(String),
     #[error("--flows-out {path}: {source}")]
     Output {
         path: String,
@@ -92,7 +98,13 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         .unwrap_or_else(default_node_name);
     let metrics = Arc::new(Metrics::new());
     // Everything that can be wrong with the inputs is reported before the kernel is touched.
-    let pods = args.pods_file.as_deref().map(PodsFile::load).transpose()?;
+    let in_pod = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let pods_synced = Arc::new(AtomicBool::new(true));
+    let pods = match args.pod_metadata(in_pod) {
+        PodMetadata::File(path) => PodSource::File(PodsFile::load(&path)?),
+        PodMetadata::None => PodSource::None,
+        PodMetadata::Api => watch_pods(&node, &metrics, &pods_synced).await?,
+    };
     let mut outputs = Outputs::new();
     if let Some(target) = args.flows_out() {
         let writer = FlowWriter::open(target).map_err(|source| Error::Output {
@@ -123,6 +135,7 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
     let state = HttpState {
         metrics: Arc::clone(&metrics),
         ready: Arc::clone(&ready),
+        pods_synced,
     };
     let http_task = tokio::spawn(http::serve(listener, state, async {
         let _ = http_stopped.await;
@@ -164,7 +177,8 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         pods,
         DnsCache::new(DNS_RETENTION, DNS_CACHE_ENTRIES),
         Arc::clone(&metrics),
-    );
+    )
+    .with_pod_wait(Duration::from_secs(args.pod_wait), crate::held::MAX_HELD);
     let mut events = events;
     let shutdown = async move {
         tokio::select! {
@@ -197,6 +211,39 @@ pub async fn run(args: RunArgs) -> Result<(), Error> {
         (_, Err(e)) | (Err(e), _) => Err(e),
         (Ok(()), Ok(())) => Ok(()),
     }
+}
+
+/// Starts the API watch of this node's pods: now, so that the first list overlaps loading the
+/// programs (`pods_synced`, which /readyz waits for, turns true after it).
+#[cfg(feature = "api")]
+async fn watch_pods(
+    node: &str,
+    metrics: &Arc<Metrics>,
+    pods_synced: &Arc<AtomicBool>,
+) -> Result<PodSource, Error> {
+    use crate::pods_api;
+    let client = pods_api::client()
+        .await
+        .map_err(|e| Error::KubeConfig(e.to_string()))?;
+    pods_synced.store(false, Ordering::Release);
+    tracing::info!(%node, "watching this node's pods through the Kubernetes API");
+    Ok(PodSource::Api(pods_api::start(
+        client,
+        node,
+        Arc::clone(metrics),
+        Arc::clone(pods_synced),
+    )))
+}
+
+#[cfg(not(feature = "api"))]
+async fn watch_pods(
+    _node: &str,
+    _metrics: &Arc<Metrics>,
+    _pods_synced: &Arc<AtomicBool>,
+) -> Result<PodSource, Error> {
+    Err(Error::KubeConfig(
+        "this agent was built without the `api` feature".into(),
+    ))
 }
 
 /// The shipper of `--recommender`, its URL, token, CA file and spool checked.
@@ -393,7 +440,14 @@ pub async fn main_loop(
     let flushed = flush(source, events, pipeline, &mut batch).map_or(Ok(()), |records| {
         outputs.offer(records).map_err(|_| Error::OutputStopped)
     });
-    result.and(flushed)
+    // Records still waiting for their pod go out too, named if the pod is known by now.
+    let held = pipeline.finish();
+    let released = if held.is_empty() {
+        Ok(())
+    } else {
+        outputs.offer(held).map_err(|_| Error::OutputStopped)
+    };
+    result.and(flushed).and(released)
 }
 
 fn handle(pipeline: &mut Pipeline, batch: &mut Vec<KernelEvent>) {

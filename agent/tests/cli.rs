@@ -57,3 +57,23 @@ fn bad_inputs_exit_1_naming_the_file() {
     assert_eq!(code, 1);
     assert!(err.contains("/nonexistent/pods.json"), "{err}");
 }
+
+#[test]
+fn the_api_without_a_client_configuration_exits_1_before_the_kernel() {
+    let out = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["run", "--pods-from", "api", "--flows-out", "/dev/null"])
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--pods-from api: no Kubernetes client configuration"),
+        "{err}"
+    );
+    let (code, err) = agent(&["run", "--pods-from", "api", "--pods-file", "p.json"]);
+    assert_eq!(code, 2, "{err}");
+}

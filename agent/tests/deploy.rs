@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent::cli::{Cli, Command as AgentCommand};
+use agent::cli::{Cli, Command as AgentCommand, PodMetadata};
 use clap::Parser;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Volume;
@@ -62,7 +62,12 @@ fn the_daemonset_gives_the_agent_what_its_flags_need() {
             .command;
     assert!(run.recommender.is_some());
     assert_eq!(run.flows_out(), None, "no records on stdout in the cluster");
-    assert_eq!(run.pods_file, None, "pods come from the API");
+    assert_eq!(
+        run.pod_metadata(false),
+        PodMetadata::Api,
+        "pods come from the API, in a pod or not"
+    );
+    assert_eq!(run.node_name.as_deref(), Some("node-a"));
 
     let volumes = pod.volumes.clone().unwrap();
     let mounts = container.volume_mounts.clone().unwrap();

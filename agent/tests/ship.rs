@@ -411,7 +411,7 @@ async fn a_stalled_service_never_stalls_the_ring_buffer_drain() {
     let mut pipeline = Pipeline::new(
         "test-node".into(),
         IdentityCache::new(CgroupResolver::new(dir.path().to_owned(), Duration::ZERO)),
-        None,
+        agent::pod_source::PodSource::None,
         DnsCache::new(Duration::from_secs(60), 100),
         Arc::clone(&metrics),
     );

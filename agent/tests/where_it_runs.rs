@@ -20,6 +20,8 @@ fn without_capabilities_the_agent_names_them_and_exits_1() {
         .arg(env!("CARGO_BIN_EXE_agent"))
         .args([
             "run",
+            "--pods-from",
+            "none",
             "--flows-out",
             "/dev/null",
             "--metrics-addr",

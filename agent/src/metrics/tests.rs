@@ -22,6 +22,13 @@ fn exports_every_series_and_mirrors_kernel_counters() {
         "egress_agent_events_lost_total{reason=\"socket_storage_failed\"}",
         "egress_agent_dns_names_cached",
         "egress_agent_dns_tcp_bytes_held",
+        "egress_agent_flows_unnamed_total{reason=\"not_listed\"}",
+        "egress_agent_flows_unnamed_total{reason=\"timeout\"}",
+        "egress_agent_flows_unnamed_total{reason=\"hold_full\"}",
+        "egress_agent_flows_unnamed_total{reason=\"shutdown\"}",
+        "egress_agent_flows_held",
+        "egress_agent_pods_known",
+        "egress_agent_pod_watch_errors_total",
     ] {
         assert_eq!(value(&text, series), Some(0), "{series}\n{text}");
     }

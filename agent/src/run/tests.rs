@@ -97,7 +97,7 @@ fn pipeline(tmp: &std::path::Path, metrics: &Arc<Metrics>) -> Pipeline {
     Pipeline::new(
         "node-a".into(),
         IdentityCache::new(CgroupResolver::new(tmp.to_owned(), Duration::ZERO)),
-        None,
+        crate::pod_source::PodSource::None,
         DnsCache::new(DNS_RETENTION, 100),
         Arc::clone(metrics),
     )

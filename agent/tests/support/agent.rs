@@ -45,9 +45,15 @@ pub fn agent_command_on(
     flows_out: &Path,
     metrics: SocketAddr,
 ) -> Command {
+    let mut cmd = base_command(bin, node, flows_out, metrics);
+    cmd.arg("--pods-file").arg(pods_file);
+    cmd
+}
+
+/// The agent command without a pod source; callers add one.
+fn base_command(bin: &str, node: &str, flows_out: &Path, metrics: SocketAddr) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.args(["run", "--node-name", node, "--pods-file"])
-        .arg(pods_file)
+    cmd.args(["run", "--node-name", node])
         .arg("--flows-out")
         .arg(flows_out)
         .arg("--metrics-addr")
@@ -73,17 +79,47 @@ impl Agent {
         extra: &[std::ffi::OsString],
         log_filter: &str,
     ) -> Agent {
+        Agent::spawn(dir, extra, log_filter, |flows_out, metrics| {
+            agent_command_on(bin, node, pods_file, flows_out, metrics)
+        })
+    }
+
+    /// The agent of node `node` with its pods from the API that `kubeconfig` names
+    /// (`--pods-from api`), with `extra` arguments and `RUST_LOG=log_filter`.
+    pub fn start_with_api(
+        bin: &str,
+        dir: &Path,
+        node: &str,
+        kubeconfig: &Path,
+        extra: &[std::ffi::OsString],
+        log_filter: &str,
+    ) -> Agent {
+        Agent::spawn(dir, extra, log_filter, |flows_out, metrics| {
+            let mut cmd = base_command(bin, node, flows_out, metrics);
+            cmd.args(["--pods-from", "api"])
+                .env("KUBECONFIG", kubeconfig)
+                .env_remove("KUBERNETES_SERVICE_HOST");
+            cmd
+        })
+    }
+
+    fn spawn(
+        dir: &Path,
+        extra: &[std::ffi::OsString],
+        log_filter: &str,
+        command: impl FnOnce(&Path, SocketAddr) -> Command,
+    ) -> Agent {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let flows_out = dir.join("flows.jsonl");
         let log = dir.join("agent.log");
         let log_file = std::fs::File::create(&log).expect("create agent log");
-        let mut cmd = agent_command_on(bin, node, pods_file, &flows_out, metrics_addr);
+        let mut cmd = command(&flows_out, metrics_addr);
         cmd.args(extra).env("RUST_LOG", log_filter);
         cmd.stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("dup log"))
             .stderr(log_file);
         die_with_parent(&mut cmd);
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         Agent {
             child: ChildGuard {
                 name: "agent".into(),

@@ -27,7 +27,7 @@ impl Agent {
         let flows = dir.join("flows.jsonl");
         let _ = std::fs::remove_file(&flows);
         let child = Command::new(workspace_root().join("target/release/agent"))
-            .args(["run", "--node-name", "bench-node"])
+            .args(["run", "--node-name", "bench-node", "--pods-from", "none"])
             .arg("--flows-out")
             .arg(&flows)
             .arg("--metrics-addr")
