@@ -315,7 +315,8 @@ mod tests {
         }
     }
 
-    fn key(cgroup_id: u64, ip: [u8; 4], port: u16) -> FlowKey {
+    /// A TCP flow key to `ip:port` (IPv4) from the cgroup `cgroup_id`.
+    pub(super) fn key(cgroup_id: u64, ip: [u8; 4], port: u16) -> FlowKey {
         let mut daddr = [0; 16];
         daddr[..4].copy_from_slice(&ip);
         FlowKey {

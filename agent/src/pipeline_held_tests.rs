@@ -69,16 +69,7 @@ fn late_pod() -> PodIndex {
 }
 
 fn flow(cgroup_id: u64, port: u16, count: u64) -> (FlowKey, FlowValue) {
-    let mut daddr = [0; 16];
-    daddr[..4].copy_from_slice(&[198, 18, 0, 10]);
-    let key = FlowKey {
-        cgroup_id,
-        daddr,
-        dport: port,
-        family: agent_common::AF_INET,
-        protocol: agent_common::IPPROTO_TCP,
-        _pad: [0; 4],
-    };
+    let key = super::tests::key(cgroup_id, [198, 18, 0, 10], port);
     let value = FlowValue {
         first_seen_ns: 1_000,
         last_seen_ns: 2_000,

@@ -101,6 +101,17 @@ fn commit(edges: Vec<Edge>) -> Arc<Commit> {
 }
 
 /// (source name, peer, count) of every edge, sorted.
+/// The counts a fresh replica reads back from the stub.
+async fn stored_counts(stub: &ApiStub) -> BTreeMap<(String, String), u64> {
+    counts(
+        &store(stub, "reader", 512 << 10, None)
+            .load()
+            .await
+            .unwrap()
+            .edges,
+    )
+}
+
 fn counts(edges: &[Edge]) -> BTreeMap<(String, String), u64> {
     edges
         .iter()
@@ -225,26 +236,14 @@ async fn a_conflict_merges_the_other_writers_additions() {
         .count();
     assert_eq!(conflicts, 1);
     assert!(stub.resource_version() > before);
-    let merged = counts(
-        &store(&stub, "c", 512 << 10, None)
-            .load()
-            .await
-            .unwrap()
-            .edges,
-    );
+    let merged = stored_counts(&stub).await;
     let peer = |n: u32| format!("{:?}", edge(&web, n, 0).peer);
     assert_eq!(merged[&("web".into(), peer(1))], 5 + 3 + 2);
     assert_eq!(merged[&("web".into(), peer(2))], 1);
     assert_eq!(merged[&("web".into(), peer(3))], 4);
     // A's next absolute value keeps B's additions (A's memory never held them).
     a.commit(commit(vec![edge(&web, 1, 9)])).await.unwrap();
-    let merged = counts(
-        &store(&stub, "c", 512 << 10, None)
-            .load()
-            .await
-            .unwrap()
-            .edges,
-    );
+    let merged = stored_counts(&stub).await;
     assert_eq!(merged[&("web".into(), peer(1))], 5 + 3 + 2 + 2);
 }
 
@@ -265,13 +264,7 @@ async fn two_writers_creating_the_same_object_both_count() {
         .requests()
         .iter()
         .any(|r| r.method == "POST" && r.status == 409));
-    let merged = counts(
-        &store(&stub, "c", 512 << 10, None)
-            .load()
-            .await
-            .unwrap()
-            .edges,
-    );
+    let merged = stored_counts(&stub).await;
     assert_eq!(merged.values().copied().collect::<Vec<_>>(), [5 + 3, 1]);
 }
 
@@ -288,13 +281,7 @@ async fn a_conflict_with_its_own_unanswered_write_is_not_counted_twice() {
     object["spec"]["edges"][0]["observed"]["count"] = 6.into();
     stub.apply(object);
     a.commit(commit(vec![edge(&web, 1, 7)])).await.unwrap();
-    let merged = counts(
-        &store(&stub, "c", 512 << 10, None)
-            .load()
-            .await
-            .unwrap()
-            .edges,
-    );
+    let merged = stored_counts(&stub).await;
     assert_eq!(merged.values().copied().collect::<Vec<_>>(), [7]);
 }
 
